@@ -1,0 +1,31 @@
+package lbrpc
+
+import (
+	"errors"
+
+	"github.com/lbrpc/lbrpc/middleware"
+	"github.com/lbrpc/lbrpc/picker"
+	"github.com/lbrpc/lbrpc/transport"
+)
+
+// The errors of lbrpc. Each is the same value as the one its package
+// returns, so errors.Is works with either name.
+var (
+	// ErrNoNodes: the registry reported no node, or none could be picked.
+	ErrNoNodes = picker.ErrNoNodes
+	// ErrClosed: the client is closed, or was closed while the call was
+	// pending.
+	ErrClosed = transport.ErrClosed
+	// ErrCircuitOpen: the client-wide circuit breaker rejected the call.
+	ErrCircuitOpen = middleware.ErrCircuitOpen
+	// ErrRateLimited: the client-wide rate limit rejected the call.
+	ErrRateLimited = middleware.ErrRateLimited
+	// ErrBadReply: the reply is nil or not a pointer.
+	ErrBadReply = transport.ErrBadReply
+	// ErrBadMethod: the service method is not of the form "Service.Method".
+	ErrBadMethod = errors.New("lbrpc: service method must be \"Service.Method\"")
+	// ErrNilContext: Call or Go was given a nil context.
+	ErrNilContext = errors.New("lbrpc: nil context")
+	// ErrUnbufferedDone: Go was given an unbuffered done channel.
+	ErrUnbufferedDone = errors.New("lbrpc: done channel is unbuffered")
+)

@@ -1,0 +1,78 @@
+package middleware
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/rpc"
+
+	"github.com/sony/gobreaker/v2"
+)
+
+// ErrCircuitOpen is returned while the circuit breaker rejects calls (open,
+// or half-open with its probes already in flight). It wraps gobreaker's
+// ErrOpenState or ErrTooManyRequests.
+var ErrCircuitOpen = errors.New("lbrpc: circuit breaker open")
+
+// CircuitBreaker returns middleware that runs calls through a gobreaker
+// circuit breaker made from st. Nil fields of st take gobreaker's defaults
+// (open after more than 5 consecutive failures, 60s open, one half-open
+// probe), except:
+//   - IsSuccessful nil: an answer from the server, even an rpc.ServerError,
+//     is a success; only failures to reach a node or to get an answer in
+//     time count as failures. See BreakerFailure.
+//   - IsExcluded nil: calls cancelled by the caller (context.Canceled) and
+//     calls rejected by a rate limiter count neither way.
+//
+// Use ConsecutiveFailures or FailureRatio for st.ReadyToTrip, and
+// st.OnStateChange to observe transitions.
+func CircuitBreaker(st gobreaker.Settings) Middleware {
+	if st.Name == "" {
+		st.Name = "lbrpc"
+	}
+	if st.IsSuccessful == nil {
+		st.IsSuccessful = func(err error) bool { return !BreakerFailure(err) }
+	}
+	if st.IsExcluded == nil {
+		st.IsExcluded = func(err error) bool {
+			return errors.Is(err, context.Canceled) || errors.Is(err, ErrRateLimited)
+		}
+	}
+	cb := gobreaker.NewCircuitBreaker[struct{}](st)
+	return func(next Invoker) Invoker {
+		return func(ctx context.Context, call *Call) error {
+			_, err := cb.Execute(func() (struct{}, error) {
+				return struct{}{}, next(ctx, call)
+			})
+			if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
+				return fmt.Errorf("%w: %w", ErrCircuitOpen, err)
+			}
+			return err
+		}
+	}
+}
+
+// BreakerFailure is the default failure rule of CircuitBreaker: true for
+// transport failures and timeouts, false for success and for answers from
+// the server (rpc.ServerError).
+func BreakerFailure(err error) bool {
+	if err == nil {
+		return false
+	}
+	_, answered := errors.AsType[rpc.ServerError](err)
+	return !answered
+}
+
+// ConsecutiveFailures returns a ReadyToTrip that opens the breaker after n
+// failures in a row.
+func ConsecutiveFailures(n uint32) func(gobreaker.Counts) bool {
+	return func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= n }
+}
+
+// FailureRatio returns a ReadyToTrip that opens the breaker when at least
+// minRequests were counted and the share of failures reaches ratio.
+func FailureRatio(ratio float64, minRequests uint32) func(gobreaker.Counts) bool {
+	return func(c gobreaker.Counts) bool {
+		return c.Requests >= minRequests && float64(c.TotalFailures) >= ratio*float64(c.Requests)
+	}
+}

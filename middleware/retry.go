@@ -1,0 +1,155 @@
+package middleware
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"net/rpc"
+	"slices"
+	"time"
+)
+
+// RetryPolicy configures Retry. Zero fields take the documented defaults.
+type RetryPolicy struct {
+	// Max is the number of retries after the first attempt.
+	Max int
+	// BaseBackoff and MaxBackoff bound the sleep before retry n, drawn at
+	// random from [0, min(MaxBackoff, BaseBackoff*2^n)) ("full jitter").
+	// Defaults 10ms and 1s. A sleep that would pass the ctx deadline is not
+	// taken: the call ends with the last error instead.
+	BaseBackoff, MaxBackoff time.Duration
+	// NonIdempotent lists "Service.Method"s that must not run twice: they
+	// are retried only when the request surely never left the client.
+	NonIdempotent []string
+	// RetryIf, if set, replaces the default choice of which errors to retry
+	// (see Retryable). Retry still never retries once ctx has ended, never
+	// re-sends a NonIdempotent method that may have reached a server, and
+	// never exceeds Max or the budget.
+	RetryIf func(call *Call, err error) bool
+	// Budget caps retries across calls; nil means NewRetryBudget(0.2, 10).
+	// Share one budget between retry middleware to cap them together.
+	Budget *RetryBudget
+}
+
+// Retry returns middleware that retries failed attempts on other nodes.
+//
+// By default an error is retried when Retryable says so: the request never
+// left the client (dial failure, node down or removed, an open per-node
+// breaker), or the connection broke while the call was in flight. In the
+// second case the server may have run the method, so methods listed in
+// NonIdempotent are not retried then. An rpc.ServerError (the method ran and
+// failed) is never retried by default. Each retry goes through the picker
+// again, which prefers a node the call has not tried.
+func Retry(p RetryPolicy) Middleware {
+	if p.BaseBackoff <= 0 {
+		p.BaseBackoff = 10 * time.Millisecond
+	}
+	if p.MaxBackoff <= 0 {
+		p.MaxBackoff = time.Second
+	}
+	p.MaxBackoff = max(p.MaxBackoff, p.BaseBackoff)
+	if p.Budget == nil {
+		p.Budget = NewRetryBudget(0.2, 10)
+	}
+	p.NonIdempotent = slices.Clone(p.NonIdempotent)
+	return func(next Invoker) Invoker {
+		return func(ctx context.Context, call *Call) error {
+			p.Budget.deposit()
+			err := next(ctx, call)
+			if err == nil || p.Max <= 0 {
+				return err
+			}
+			var errs []error
+			for call.Attempt < p.Max && p.retry(ctx, call, err) {
+				errs = append(errs, err)
+				if !p.sleep(ctx, call.Attempt) {
+					break
+				}
+				if call.Addr != "" {
+					call.Tried = append(call.Tried, call.Addr)
+				}
+				call.Attempt++
+				call.Addr = ""
+				if err = next(ctx, call); err == nil {
+					return nil
+				}
+			}
+			if errs == nil {
+				return err
+			}
+			return errors.Join(append(errs, err)...)
+		}
+	}
+}
+
+// retry reports whether err may be retried and takes a retry from the budget.
+func (p *RetryPolicy) retry(ctx context.Context, call *Call, err error) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	ok := false
+	if p.RetryIf != nil {
+		ok = p.RetryIf(call, err)
+	} else {
+		ok = Retryable(err)
+	}
+	if ok && !Unsent(err) && slices.Contains(p.NonIdempotent, call.ServiceMethod) {
+		ok = false
+	}
+	return ok && p.Budget.withdraw(time.Now())
+}
+
+// sleep waits the backoff before retry n+1. It reports false, without
+// sleeping, when ctx would end first.
+func (p *RetryPolicy) sleep(ctx context.Context, n int) bool {
+	d := p.BaseBackoff
+	for i := 0; i < n && d < p.MaxBackoff; i++ {
+		d *= 2
+	}
+	d = rand.N(min(d, p.MaxBackoff))
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= d {
+		return false
+	}
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// Retryable is the default retry rule: it reports whether err is a failure
+// to reach a node (see Unsent) or a connection that broke under the call, as
+// opposed to an answer from the server (rpc.ServerError), an ended context,
+// or a failure of the whole client (ErrNoNodes, ErrClosed, ErrCircuitOpen,
+// ErrRateLimited).
+func Retryable(err error) bool {
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	if _, ok := errors.AsType[rpc.ServerError](err); ok {
+		return false
+	}
+	// A transport failure: never sent, or the connection broke under it.
+	_, ok := errors.AsType[unsentError](err)
+	return ok || errors.Is(err, rpc.ErrShutdown)
+}
+
+// Unsent reports whether err says that the request surely never reached a
+// server. Errors say so with a method Unsent() bool (transport.Error does).
+func Unsent(err error) bool {
+	u, ok := errors.AsType[unsentError](err)
+	return ok && u.Unsent()
+}
+
+// unsentError is the shape of transport failures: they know whether the
+// request left the client.
+type unsentError interface {
+	error
+	Unsent() bool
+}

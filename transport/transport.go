@@ -1,0 +1,485 @@
+package transport
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/rpc"
+	"reflect"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// ErrBadReply is returned for a reply that is not a non-nil pointer.
+var ErrBadReply = errors.New("lbrpc: reply must be a non-nil pointer")
+
+// Transport carries calls to nodes by address.
+type Transport interface {
+	// Call sends one call to the node at addr and waits for its answer or
+	// for ctx to end. reply is written only on success.
+	Call(ctx context.Context, addr, serviceMethod string, args, reply any) error
+	// Update tells the transport the current node set: new nodes may be
+	// dialled ahead, removed nodes are drained and closed.
+	Update(addrs []string)
+	// Close fails pending calls with ErrClosed and closes every connection.
+	Close() error
+}
+
+// Pool is the default Transport: one net/rpc connection per node.
+// It is safe for concurrent use.
+type Pool struct {
+	cfg config
+
+	ctx     context.Context // cancelled by Close; bounds dials
+	cancel  context.CancelFunc
+	closing chan struct{}
+	closed  atomic.Bool
+	wg      sync.WaitGroup
+
+	mu       sync.Mutex // guards writes to nodes, draining
+	nodes    atomic.Pointer[map[string]*node]
+	draining map[*node]*time.Timer
+}
+
+var _ Transport = (*Pool)(nil)
+
+// New returns a Pool configured by opts.
+func New(opts ...Option) (*Pool, error) {
+	cfg := defaultConfig()
+	for _, o := range opts {
+		if o == nil {
+			continue
+		}
+		if err := o(&cfg); err != nil {
+			return nil, err
+		}
+	}
+	p := &Pool{cfg: cfg, closing: make(chan struct{}), draining: map[*node]*time.Timer{}}
+	p.ctx, p.cancel = context.WithCancel(context.Background())
+	p.nodes.Store(&map[string]*node{})
+	return p, nil
+}
+
+// chans recycles the done channels of calls that completed; a channel of an
+// abandoned call may still receive, so it is never returned.
+var chans = sync.Pool{New: func() any { return make(chan *rpc.Call, 1) }}
+
+// Call implements Transport.
+func (p *Pool) Call(ctx context.Context, addr, serviceMethod string, args, reply any) error {
+	rv := reflect.ValueOf(reply)
+	if rv.Kind() != reflect.Pointer || rv.IsNil() {
+		return ErrBadReply
+	}
+	if p.closed.Load() {
+		return ErrClosed
+	}
+	n := p.node(addr)
+	if !n.acquire() {
+		return &Error{Addr: addr, Op: OpDial, Err: ErrNodeRemoved}
+	}
+	defer n.release()
+
+	c, err := n.conn(ctx)
+	if err != nil {
+		return err
+	}
+	// A fresh value per attempt: net/rpc decodes a late answer into the
+	// value it was given, and that must never be the caller's reply.
+	fresh := reflect.New(rv.Type().Elem())
+	done := chans.Get().(chan *rpc.Call)
+	call := c.Go(serviceMethod, args, fresh.Interface(), done)
+	select {
+	case <-call.Done:
+		chans.Put(done)
+	case <-ctx.Done():
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			n.timedOut(c)
+		}
+		return &Error{Addr: addr, Op: OpCall, Err: ctx.Err()}
+	case <-p.closing:
+		return ErrClosed
+	}
+	if call.Error == nil {
+		n.answered()
+		rv.Elem().Set(fresh.Elem())
+		return nil
+	}
+	if _, ok := call.Error.(rpc.ServerError); ok {
+		n.answered() // the node is alive; the method failed
+		return call.Error
+	}
+	// Anything else leaves the connection in doubt (shut down, EOF, reset,
+	// or a codec error that may have left half a request in its buffer).
+	n.broken(c)
+	if p.closed.Load() {
+		return ErrClosed
+	}
+	return &Error{Addr: addr, Op: OpCall, Err: call.Error}
+}
+
+// node returns the state of addr, adding it if the pool has not seen it.
+func (p *Pool) node(addr string) *node {
+	if n, ok := (*p.nodes.Load())[addr]; ok {
+		return n
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	cur := *p.nodes.Load()
+	if n, ok := cur[addr]; ok {
+		return n
+	}
+	n := &node{p: p, addr: addr}
+	next := make(map[string]*node, len(cur)+1)
+	for k, v := range cur {
+		next[k] = v
+	}
+	next[addr] = n
+	p.nodes.Store(&next)
+	return n
+}
+
+// Update implements Transport.
+func (p *Pool) Update(addrs []string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed.Load() {
+		return
+	}
+	cur := *p.nodes.Load()
+	next := make(map[string]*node, len(addrs))
+	for _, a := range addrs {
+		n, ok := cur[a]
+		if !ok {
+			n = &node{p: p, addr: a}
+		}
+		next[a] = n
+	}
+	for a, n := range cur {
+		if _, keep := next[a]; !keep {
+			p.drain(n)
+		}
+	}
+	p.nodes.Store(&next)
+	if !p.cfg.lazy {
+		for _, n := range next {
+			n.warm()
+		}
+	}
+}
+
+// drain closes n once its calls in flight end, or after the drain timeout.
+// p.mu is held.
+func (p *Pool) drain(n *node) {
+	n.removed.Store(true)
+	if n.inflight.Load() == 0 {
+		n.shut()
+		return
+	}
+	p.draining[n] = time.AfterFunc(p.cfg.drainTimeout, func() { p.drained(n) })
+}
+
+func (p *Pool) drained(n *node) {
+	p.mu.Lock()
+	if t, ok := p.draining[n]; ok {
+		t.Stop()
+		delete(p.draining, n)
+	}
+	p.mu.Unlock()
+	n.shut()
+}
+
+// Close implements Transport. It waits for the pool's dial goroutines.
+func (p *Pool) Close() error {
+	if p.closed.Swap(true) {
+		return nil
+	}
+	p.cancel()
+	close(p.closing)
+	p.mu.Lock()
+	for n, t := range p.draining {
+		t.Stop()
+		n.shut()
+	}
+	p.draining = nil
+	for _, n := range *p.nodes.Load() {
+		n.shut()
+	}
+	p.mu.Unlock()
+	p.wg.Wait()
+	return nil
+}
+
+// NodeState is a snapshot of one node's connection.
+type NodeState struct {
+	Addr      string
+	Connected bool
+	InFlight  int64
+	Dials     int64 // successful dials
+	Recycles  int64 // connections closed after MaxTimeouts timeouts in a row
+	Failures  int   // dial failures and early breaks since the last answer
+	LastErr   error // last dial or connection error, nil if none
+}
+
+// State reports the nodes of the current set, in no particular order.
+func (p *Pool) State() []NodeState {
+	nodes := *p.nodes.Load()
+	out := make([]NodeState, 0, len(nodes))
+	for _, n := range nodes {
+		n.mu.Lock()
+		s := NodeState{
+			Addr:      n.addr,
+			Connected: n.client.Load() != nil,
+			InFlight:  n.inflight.Load(),
+			Dials:     n.dials,
+			Recycles:  n.recycles,
+			Failures:  n.failures,
+			LastErr:   n.lastErr,
+		}
+		n.mu.Unlock()
+		out = append(out, s)
+	}
+	return out
+}
+
+// node is the connection state of one address.
+type node struct {
+	p    *Pool
+	addr string
+
+	client   atomic.Pointer[rpc.Client] // nil while not connected
+	proven   atomic.Bool                // a call was answered on client
+	timeouts atomic.Int32               // calls in a row that timed out on client
+	inflight atomic.Int64
+	removed  atomic.Bool
+	shutOnce sync.Once
+
+	mu       sync.Mutex
+	dialing  chan struct{} // closed when the dial in progress ends
+	failures int           // dial failures or early breaks in a row
+	retryAt  time.Time     // no dial before this
+	lastErr  error
+	dials    int64
+	recycles int64
+}
+
+func (n *node) acquire() bool {
+	n.inflight.Add(1)
+	if n.removed.Load() {
+		n.release()
+		return false
+	}
+	return true
+}
+
+func (n *node) release() {
+	if n.inflight.Add(-1) == 0 && n.removed.Load() {
+		n.p.drained(n)
+	}
+}
+
+// conn returns the node's connection, dialling if there is none.
+func (n *node) conn(ctx context.Context) (*rpc.Client, error) {
+	if c := n.client.Load(); c != nil {
+		return c, nil
+	}
+	waited := false
+	for {
+		n.mu.Lock()
+		if c := n.client.Load(); c != nil {
+			n.mu.Unlock()
+			return c, nil
+		}
+		if n.p.closed.Load() {
+			n.mu.Unlock()
+			return nil, ErrClosed
+		}
+		if n.removed.Load() {
+			n.mu.Unlock()
+			return nil, &Error{Addr: n.addr, Op: OpDial, Err: ErrNodeRemoved}
+		}
+		ch := n.dialing
+		if ch == nil {
+			if waited {
+				err := n.lastErr
+				n.mu.Unlock()
+				return nil, &Error{Addr: n.addr, Op: OpDial, Err: err}
+			}
+			if time.Now().Before(n.retryAt) {
+				err := n.lastErr
+				n.mu.Unlock()
+				return nil, &Error{Addr: n.addr, Op: OpDial, Err: fmt.Errorf("%w: %w", ErrNodeDown, err)}
+			}
+			ch = n.startDial()
+		}
+		n.mu.Unlock()
+		select {
+		case <-ch:
+			waited = true
+		case <-ctx.Done():
+			return nil, &Error{Addr: n.addr, Op: OpDial, Err: ctx.Err()}
+		case <-n.p.closing:
+			return nil, ErrClosed
+		}
+	}
+}
+
+// warm starts a dial if the node has no connection and may dial now.
+func (n *node) warm() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.client.Load() == nil && n.dialing == nil && !time.Now().Before(n.retryAt) {
+		n.startDial()
+	}
+}
+
+// startDial dials in a goroutine owned by the pool, so that one caller's
+// cancelled context does not fail the dial others wait for. n.mu is held.
+func (n *node) startDial() chan struct{} {
+	ch := make(chan struct{})
+	n.dialing = ch
+	n.p.wg.Add(1)
+	go n.dial(ch)
+	return ch
+}
+
+func (n *node) dial(ch chan struct{}) {
+	defer n.p.wg.Done()
+	ctx, cancel := context.WithTimeout(n.p.ctx, n.p.cfg.dialTimeout)
+	c, err := n.p.dialClient(ctx, n.addr)
+	cancel()
+
+	n.mu.Lock()
+	switch {
+	case err != nil:
+		n.failures++
+		n.lastErr = err
+		n.retryAt = time.Now().Add(n.p.backoff(n.failures))
+	case n.removed.Load() || n.p.closed.Load():
+		c.Close()
+	default:
+		n.dials++
+		n.proven.Store(false)
+		n.timeouts.Store(0)
+		n.client.Store(c)
+	}
+	n.dialing = nil
+	close(ch)
+	n.mu.Unlock()
+}
+
+// answered records that the node answered a call on its connection.
+func (n *node) answered() {
+	if n.timeouts.Load() != 0 {
+		n.timeouts.Store(0)
+	}
+	if !n.proven.Load() {
+		n.proven.Store(true)
+		n.mu.Lock()
+		n.failures = 0
+		n.mu.Unlock()
+	}
+}
+
+// broken drops c after a connection failure. A connection that broke before
+// answering anything counts as a failure, so a node that accepts and then
+// drops connections is re-dialled with backoff, not in a loop.
+func (n *node) broken(c *rpc.Client) {
+	if !n.client.CompareAndSwap(c, nil) {
+		return
+	}
+	c.Close()
+	n.mu.Lock()
+	n.lastErr = rpc.ErrShutdown
+	if !n.proven.Load() {
+		n.failures++
+		n.retryAt = time.Now().Add(n.p.backoff(n.failures))
+	}
+	n.mu.Unlock()
+}
+
+// timedOut counts a timed-out call on c and recycles c after too many.
+func (n *node) timedOut(c *rpc.Client) {
+	if int(n.timeouts.Add(1)) < n.p.cfg.maxTimeouts {
+		return
+	}
+	if !n.client.CompareAndSwap(c, nil) {
+		return
+	}
+	c.Close() // fails, and so frees, every call pending on c
+	n.mu.Lock()
+	n.recycles++
+	n.failures++
+	n.lastErr = context.DeadlineExceeded
+	n.retryAt = time.Now().Add(n.p.backoff(n.failures))
+	n.mu.Unlock()
+}
+
+// shut closes the node's connection for good.
+func (n *node) shut() {
+	n.shutOnce.Do(func() {
+		n.removed.Store(true)
+		if c := n.client.Swap(nil); c != nil {
+			c.Close()
+		}
+	})
+}
+
+// backoff returns the wait before the next dial after failures in a row:
+// exponential, capped, with equal jitter so that clients spread out.
+func (p *Pool) backoff(failures int) time.Duration {
+	d := p.cfg.backoffBase
+	for i := 1; i < failures && d < p.cfg.backoffMax; i++ {
+		d *= 2
+	}
+	d = min(d, p.cfg.backoffMax)
+	return d/2 + rand.N(d/2+1)
+}
+
+// dialClient opens a connection and wraps it in an rpc.Client.
+func (p *Pool) dialClient(ctx context.Context, addr string) (*rpc.Client, error) {
+	conn, err := p.cfg.dialer(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	if p.cfg.useHTTP {
+		if err := httpConnect(ctx, conn, p.cfg.httpPath); err != nil {
+			conn.Close()
+			return nil, err
+		}
+	}
+	if p.cfg.codec != nil {
+		return rpc.NewClientWithCodec(p.cfg.codec(conn)), nil
+	}
+	return rpc.NewClient(conn), nil
+}
+
+// connected is the status line of net/rpc's HTTP handler.
+const connected = "200 Connected to Go RPC"
+
+// httpConnect performs the CONNECT handshake of rpc.DialHTTPPath, bounded by ctx.
+func httpConnect(ctx context.Context, conn net.Conn, path string) error {
+	if dl, ok := ctx.Deadline(); ok {
+		conn.SetDeadline(dl)
+		defer conn.SetDeadline(time.Time{})
+	}
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	if _, err := io.WriteString(conn, "CONNECT "+path+" HTTP/1.0\n\n"); err != nil {
+		return err
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), &http.Request{Method: http.MethodConnect})
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.Status != connected {
+		return fmt.Errorf("lbrpc: unexpected HTTP response %q", resp.Status)
+	}
+	return nil
+}

@@ -27,12 +27,17 @@ type Client struct {
 	watcher  registry.Watcher
 	reporter registry.FailureReporter // nil unless the watcher wants failures
 
+	health   transport.Health // nil if the transport does not tell
+	applyMu  sync.Mutex       // serialises picker updates
+	changed  chan struct{}    // a node's reachability changed
+
 	ready    chan struct{} // closed once the registry answered
 	isReady  atomic.Bool
 	closing  chan struct{}
 	closed   atomic.Bool
 	loop     sync.WaitGroup // the registry loop
-	nodes    atomic.Pointer[[]registry.Node]
+	nodes    atomic.Pointer[[]registry.Node] // the registry's set
+	panicked atomic.Bool                     // every node is unreachable: picking among all
 	watchErr atomic.Pointer[error] // the registry's last error, nil after a good set
 
 	goMu    sync.Mutex
@@ -86,9 +91,37 @@ func New(opts ...Option) (*Client, error) {
 	c.reporter, _ = w.(registry.FailureReporter)
 	c.nodes.Store(&[]registry.Node{})
 	c.invoke = middleware.Chain(mws...)(c.send)
+	if h, ok := tr.(transport.Health); ok {
+		c.health = h
+		c.changed = make(chan struct{}, 1)
+		h.Notify(func() {
+			select {
+			case c.changed <- struct{}{}:
+			default: // a refresh is already due
+			}
+		})
+		c.loop.Add(1)
+		go c.followHealth()
+	}
 	c.loop.Add(1)
 	go c.watch()
 	return c, nil
+}
+
+// followHealth refreshes the picker when the transport's view of node
+// reachability changes.
+func (c *Client) followHealth() {
+	defer c.loop.Done()
+	for {
+		select {
+		case <-c.changed:
+			c.applyMu.Lock()
+			c.updatePicker(*c.nodes.Load())
+			c.applyMu.Unlock()
+		case <-c.closing:
+			return
+		}
+	}
 }
 
 // watch applies the registry's node sets until the watcher stops.
@@ -125,9 +158,42 @@ func (c *Client) apply(nodes []registry.Node) {
 	for i, n := range nodes {
 		addrs[i] = n.Addr
 	}
-	c.tr.Update(addrs) // before the picker, so picked nodes are known
-	c.picker.Update(nodes)
+	c.applyMu.Lock()
+	defer c.applyMu.Unlock()
 	c.nodes.Store(&nodes)
+	// The picker first, so that removed nodes stop being picked before the
+	// transport drains them.
+	c.updatePicker(nodes)
+	c.tr.Update(addrs)
+}
+
+// updatePicker gives the picker the nodes fit to serve: those the transport
+// can reach, or all of them when it can reach none (panic mode: better to
+// try than to fail everything). c.applyMu is held.
+func (c *Client) updatePicker(nodes []registry.Node) {
+	ready := nodes
+	if c.health != nil {
+		ready = make([]registry.Node, 0, len(nodes))
+		for _, n := range nodes {
+			if c.health.Reachable(n.Addr) {
+				ready = append(ready, n)
+			}
+		}
+		if len(ready) == 0 {
+			ready = nodes
+		}
+	}
+	c.panicked.Store(len(nodes) > 0 && len(ready) == len(nodes) && c.health != nil && !c.anyReachable(nodes))
+	c.picker.Update(ready)
+}
+
+func (c *Client) anyReachable(nodes []registry.Node) bool {
+	for _, n := range nodes {
+		if c.health.Reachable(n.Addr) {
+			return true
+		}
+	}
+	return false
 }
 
 func (c *Client) markReady() {
@@ -189,9 +255,23 @@ func (c *Client) check(ctx context.Context, serviceMethod string, reply any) err
 	return nil
 }
 
+// Panicking reports whether the client is in panic mode: no node of the set
+// is reachable, so it picks among all of them rather than failing every call.
+func (c *Client) Panicking() bool { return c.panicked.Load() }
+
 // send is the innermost invoker: pick a node, carry the call to it, and
 // tell the picker how it went.
 func (c *Client) send(ctx context.Context, call *middleware.Call) error {
+	err := c.attempt(ctx, call)
+	// A node removed between pick and send never saw the call: pick again.
+	// This is not a retry, and it ends: each pass excludes one more node.
+	for i := 0; i < 3 && errors.Is(err, transport.ErrNodeRemoved) && ctx.Err() == nil; i++ {
+		err = c.attempt(ctx, call)
+	}
+	return err
+}
+
+func (c *Client) attempt(ctx context.Context, call *middleware.Call) error {
 	res, err := c.picker.Pick(ctx, picker.Info{ServiceMethod: call.ServiceMethod, Tried: call.Tried})
 	if err != nil {
 		if errors.Is(err, ErrNoNodes) {

@@ -2,14 +2,24 @@ package lbrpc_test
 
 import (
 	"context"
+	"errors"
+	"net/rpc"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/sony/gobreaker/v2"
 	"go.uber.org/goleak"
+	"golang.org/x/time/rate"
 
 	"github.com/lbrpc/lbrpc"
 	"github.com/lbrpc/lbrpc/internal/rpctest"
+	"github.com/lbrpc/lbrpc/middleware"
 	"github.com/lbrpc/lbrpc/picker"
 	"github.com/lbrpc/lbrpc/registry"
+	"github.com/lbrpc/lbrpc/transport"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -26,6 +36,18 @@ func newClient(t *testing.T, servers []*rpctest.Server, opts ...lbrpc.Option) *l
 	return c
 }
 
+// eventually polls cond until it holds or a generous bound passes.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
 func TestRoundRobinSpreadsEvenly(t *testing.T) {
 	servers := rpctest.Start(t, 3, rpctest.Gob)
 	c := newClient(t, servers, lbrpc.WithPicker(picker.RoundRobin()), lbrpc.WithRetry(3))
@@ -36,12 +58,676 @@ func TestRoundRobinSpreadsEvenly(t *testing.T) {
 			t.Fatalf("call %d: %v", i, err)
 		}
 		if reply != "hello, world" {
-			t.Fatalf("reply = %q", reply)
+			t.Fatalf("reply = %q, want %q", reply, "hello, world")
 		}
 	}
 	for _, s := range servers {
 		if got := s.Calls(); got != 100 {
 			t.Errorf("%v got %d calls, want 100", s, got)
 		}
+	}
+}
+
+func TestCodecs(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		mode rpctest.Mode
+		opts []transport.Option
+	}{
+		{"gob", rpctest.Gob, nil},
+		{"jsonrpc", rpctest.JSON, []transport.Option{transport.JSONRPC()}},
+		{"http", rpctest.HTTP, []transport.Option{transport.WithHTTP("")}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			servers := rpctest.Start(t, 2, tc.mode)
+			c := newClient(t, servers, lbrpc.WithTransportOptions(tc.opts...))
+			for i := 0; i < 4; i++ {
+				var reply string
+				if err := c.Call(context.Background(), "Hello.Who", "", &reply); err != nil {
+					t.Fatalf("call: %v", err)
+				}
+				if want := servers[i%2].Addr; reply != servers[0].Addr && reply != servers[1].Addr {
+					t.Fatalf("reply = %q, want a server address like %q", reply, want)
+				}
+			}
+			for _, s := range servers {
+				if s.Calls() != 2 {
+					t.Errorf("%v got %d calls, want 2", s, s.Calls())
+				}
+			}
+		})
+	}
+}
+
+// A node killed in the middle of a run costs no call when retries are on.
+func TestKilledNodeLosesNoCall(t *testing.T) {
+	servers := rpctest.Start(t, 3, rpctest.Gob)
+	c := newClient(t, servers, lbrpc.WithRetry(3))
+	const workers, perWorker = 8, 60
+	var done atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, workers*perWorker)
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < perWorker; i++ {
+				var reply string
+				if err := c.Call(context.Background(), "Hello.Say", "x", &reply); err != nil {
+					errs <- err
+				}
+				if done.Add(1) == workers*perWorker/2 {
+					servers[1].Kill()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("call failed: %v", err)
+	}
+	before := servers[1].Calls()
+	for i := 0; i < 30; i++ {
+		var reply string
+		if err := c.Call(context.Background(), "Hello.Say", "x", &reply); err != nil {
+			t.Fatalf("call after kill: %v", err)
+		}
+	}
+	if servers[1].Calls() != before {
+		t.Errorf("dead node got calls after it died")
+	}
+}
+
+// A restarted node gets traffic again once the transport re-dials it.
+func TestRestartedNodeComesBack(t *testing.T) {
+	servers := rpctest.Start(t, 2, rpctest.Gob)
+	c := newClient(t, servers, lbrpc.WithRetry(2), lbrpc.WithTransportOptions(
+		transport.WithBackoff(5*time.Millisecond, 20*time.Millisecond)))
+	call := func() {
+		t.Helper()
+		var reply string
+		if err := c.Call(context.Background(), "Hello.Say", "x", &reply); err != nil {
+			t.Fatalf("call: %v", err)
+		}
+	}
+	call()
+	servers[0].Kill()
+	for i := 0; i < 10; i++ {
+		call()
+	}
+	if err := servers[0].Restart(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "restarted node to get calls", func() bool {
+		call()
+		return servers[0].Calls() > 0
+	})
+}
+
+// A user middleware sees every call, in order, with its node and attempt.
+func TestUserMiddlewareSeesEveryCall(t *testing.T) {
+	servers := rpctest.Start(t, 3, rpctest.Gob)
+	var mu sync.Mutex
+	var seen []string
+	record := func(next middleware.Invoker) middleware.Invoker {
+		return func(ctx context.Context, call *middleware.Call) error {
+			err := next(ctx, call)
+			mu.Lock()
+			seen = append(seen, call.Args.(string)+"@"+call.Addr)
+			mu.Unlock()
+			return err
+		}
+	}
+	c := newClient(t, servers, lbrpc.WithMiddleware(record))
+	var want []string
+	for i := 0; i < 9; i++ {
+		arg := string(rune('a' + i))
+		var who string
+		if err := c.Call(context.Background(), "Hello.Who", arg, &who); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, arg+"@"+who)
+	}
+	if strings.Join(seen, ",") != strings.Join(want, ",") {
+		t.Errorf("middleware saw %v, want %v", seen, want)
+	}
+}
+
+// The middleware can change the call, and short-circuit it.
+func TestUserMiddlewareChangesAndShortCircuits(t *testing.T) {
+	servers := rpctest.Start(t, 1, rpctest.Gob)
+	errDenied := errors.New("denied")
+	mw := func(next middleware.Invoker) middleware.Invoker {
+		return func(ctx context.Context, call *middleware.Call) error {
+			switch call.Args {
+			case "deny":
+				return errDenied
+			case "rename":
+				call.Args = "renamed"
+			}
+			return next(ctx, call)
+		}
+	}
+	c := newClient(t, servers, lbrpc.WithCallMiddleware(mw))
+	var reply string
+	if err := c.Call(context.Background(), "Hello.Say", "deny", &reply); !errors.Is(err, errDenied) {
+		t.Fatalf("err = %v, want %v", err, errDenied)
+	}
+	if servers[0].Calls() != 0 {
+		t.Fatalf("short-circuited call reached the server")
+	}
+	if err := c.Call(context.Background(), "Hello.Say", "rename", &reply); err != nil || reply != "hello, renamed" {
+		t.Fatalf("reply, err = %q, %v; want %q", reply, err, "hello, renamed")
+	}
+}
+
+// chanRegistry is a user registry fed from a channel.
+type chanRegistry struct{ sets chan []registry.Node }
+
+func (r chanRegistry) Watch(context.Context) (registry.Watcher, error) {
+	return &chanWatcher{sets: r.sets, stop: make(chan struct{})}, nil
+}
+
+type chanWatcher struct {
+	sets chan []registry.Node
+	stop chan struct{}
+	once sync.Once
+}
+
+func (w *chanWatcher) Next() ([]registry.Node, error) {
+	select {
+	case s := <-w.sets:
+		return s, nil
+	case <-w.stop:
+		return nil, registry.ErrStopped
+	}
+}
+
+func (w *chanWatcher) Stop() error { w.once.Do(func() { close(w.stop) }); return nil }
+
+func nodes(servers ...*rpctest.Server) []registry.Node {
+	out := make([]registry.Node, len(servers))
+	for i, s := range servers {
+		out[i] = registry.Node{Addr: s.Addr, Weight: 1}
+	}
+	return out
+}
+
+// A registry that adds and removes nodes is followed without failed calls.
+func TestRegistryUpdatesFollowedWithoutFailures(t *testing.T) {
+	servers := rpctest.Start(t, 3, rpctest.Gob)
+	sets := make(chan []registry.Node)
+	c, err := lbrpc.New(lbrpc.WithRegistry(chanRegistry{sets}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	var failures, calls atomic.Int64
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				var reply string
+				if err := c.Call(ctx, "Hello.Say", "x", &reply); err != nil && ctx.Err() == nil {
+					failures.Add(1)
+					t.Errorf("call failed: %v", err)
+				}
+				calls.Add(1)
+			}
+		}()
+	}
+	steps := [][]*rpctest.Server{
+		{servers[0]},
+		{servers[0], servers[1]},
+		{servers[1], servers[2]},
+		{servers[2]},
+		{servers[0], servers[1], servers[2]},
+	}
+	for _, step := range steps {
+		sets <- nodes(step...)
+		eventually(t, "client to take the new set", func() bool { return len(c.Nodes()) == len(step) })
+		// Every node of the set must now receive calls.
+		for _, s := range step {
+			base := s.Calls()
+			eventually(t, "new node to get calls", func() bool { return s.Calls() > base })
+		}
+	}
+	cancel()
+	wg.Wait()
+	if failures.Load() != 0 {
+		t.Fatalf("%d of %d calls failed during updates", failures.Load(), calls.Load())
+	}
+}
+
+// A removed node is drained: its call in flight completes, then its
+// connection closes.
+func TestRemovedNodeDrains(t *testing.T) {
+	servers := rpctest.Start(t, 2, rpctest.Gob)
+	sets := make(chan []registry.Node)
+	c, err := lbrpc.New(lbrpc.WithRegistry(chanRegistry{sets}), lbrpc.WithPicker(picker.RoundRobin()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	sets <- nodes(servers[0])
+	servers[0].SetLatency(300 * time.Millisecond)
+	result := make(chan error, 1)
+	go func() {
+		var reply string
+		result <- c.Call(context.Background(), "Hello.Say", "slow", &reply)
+	}()
+	eventually(t, "the slow call to start", func() bool { return servers[0].Calls() == 1 })
+	sets <- nodes(servers[1])
+	if err := <-result; err != nil {
+		t.Fatalf("call in flight on a removed node failed: %v", err)
+	}
+	pool := c.Transport().(*transport.Pool)
+	eventually(t, "removed node to leave the pool", func() bool {
+		st := pool.State()
+		return len(st) == 1 && st[0].Addr == servers[1].Addr
+	})
+}
+
+func TestBadInput(t *testing.T) {
+	servers := rpctest.Start(t, 1, rpctest.Gob)
+	c := newClient(t, servers)
+	var reply string
+	var notPtr string
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	for _, tc := range []struct {
+		name   string
+		ctx    context.Context
+		method string
+		reply  any
+		want   error
+	}{
+		{"nil reply", context.Background(), "Hello.Say", nil, lbrpc.ErrBadReply},
+		{"nil pointer reply", context.Background(), "Hello.Say", (*string)(nil), lbrpc.ErrBadReply},
+		{"non-pointer reply", context.Background(), "Hello.Say", notPtr, lbrpc.ErrBadReply},
+		{"empty method", context.Background(), "", &reply, lbrpc.ErrBadMethod},
+		{"method without dot", context.Background(), "HelloSay", &reply, lbrpc.ErrBadMethod},
+		{"method ending in dot", context.Background(), "Hello.", &reply, lbrpc.ErrBadMethod},
+		{"nil context", nil, "Hello.Say", &reply, lbrpc.ErrNilContext},
+		{"cancelled context", cancelled, "Hello.Say", &reply, context.Canceled},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := c.Call(tc.ctx, tc.method, "x", tc.reply)
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("err = %v, want %v", err, tc.want)
+			}
+		})
+	}
+	t.Run("unknown method", func(t *testing.T) {
+		err := c.Call(context.Background(), "Hello.Nope", "x", &reply)
+		var se rpc.ServerError
+		if !errors.As(err, &se) || !strings.Contains(string(se), "can't find method") {
+			t.Fatalf("err = %v, want an rpc.ServerError naming the method", err)
+		}
+	})
+	t.Run("application error", func(t *testing.T) {
+		err := c.Call(context.Background(), "Hello.Fail", "boom", &reply)
+		var se rpc.ServerError
+		if !errors.As(err, &se) || string(se) != "failed: boom" {
+			t.Fatalf("err = %v, want rpc.ServerError(\"failed: boom\")", err)
+		}
+	})
+}
+
+func TestNewRejectsBadOptions(t *testing.T) {
+	static := lbrpc.WithRegistry(registry.Static("127.0.0.1:1"))
+	for _, tc := range []struct {
+		name string
+		opts []lbrpc.Option
+	}{
+		{"no registry", nil},
+		{"nil registry", []lbrpc.Option{lbrpc.WithRegistry(nil)}},
+		{"nil picker", []lbrpc.Option{static, lbrpc.WithPicker(nil)}},
+		{"negative retry", []lbrpc.Option{static, lbrpc.WithRetry(-1)}},
+		{"negative backoff", []lbrpc.Option{static, lbrpc.WithRetryPolicy(middleware.RetryPolicy{Max: 1, BaseBackoff: -1})}},
+		{"zero burst", []lbrpc.Option{static, lbrpc.WithRateLimit(10, 0, middleware.Wait)}},
+		{"zero rate", []lbrpc.Option{static, lbrpc.WithRateLimit(0, 1, middleware.Wait)}},
+		{"bad rate mode", []lbrpc.Option{static, lbrpc.WithRateLimit(10, 1, middleware.RateLimitMode(7))}},
+		{"zero timeout", []lbrpc.Option{static, lbrpc.WithTimeout(0)}},
+		{"negative breaker timeout", []lbrpc.Option{static, lbrpc.WithCircuitBreaker(gobreaker.Settings{Timeout: -time.Second})}},
+		{"nil transport", []lbrpc.Option{static, lbrpc.WithTransport(nil)}},
+		{"bad transport option", []lbrpc.Option{static, lbrpc.WithTransportOptions(transport.WithDialTimeout(0))}},
+		{"chain with retry", []lbrpc.Option{static, lbrpc.WithChain(), lbrpc.WithRetry(1)}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := lbrpc.New(tc.opts...)
+			if err == nil {
+				c.Close()
+				t.Fatal("New succeeded, want an error")
+			}
+		})
+	}
+}
+
+func TestNoNodes(t *testing.T) {
+	c, err := lbrpc.New(lbrpc.WithRegistry(registry.Static()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var reply string
+	if err := c.Call(context.Background(), "Hello.Say", "x", &reply); !errors.Is(err, lbrpc.ErrNoNodes) {
+		t.Fatalf("err = %v, want ErrNoNodes", err)
+	}
+}
+
+// failingRegistry's watcher fails every Next: the registry has gone away.
+type failingRegistry struct{ err error }
+
+func (r failingRegistry) Watch(context.Context) (registry.Watcher, error) {
+	return &failingWatcher{err: r.err, stop: make(chan struct{})}, nil
+}
+
+type failingWatcher struct {
+	err  error
+	stop chan struct{}
+	once sync.Once
+}
+
+func (w *failingWatcher) Next() ([]registry.Node, error) {
+	select {
+	case <-w.stop:
+		return nil, registry.ErrStopped
+	default:
+		return nil, w.err
+	}
+}
+func (w *failingWatcher) Stop() error { w.once.Do(func() { close(w.stop) }); return nil }
+
+func TestRegistryGoneAway(t *testing.T) {
+	errGone := errors.New("registry unreachable")
+	c, err := lbrpc.New(lbrpc.WithRegistry(failingRegistry{errGone}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var reply string
+	err = c.Call(context.Background(), "Hello.Say", "x", &reply)
+	if !errors.Is(err, lbrpc.ErrNoNodes) || !errors.Is(err, errGone) {
+		t.Fatalf("err = %v, want ErrNoNodes wrapping the registry's error", err)
+	}
+	if _, err := lbrpc.New(lbrpc.WithRegistry(watchErrRegistry{})); !errors.Is(err, errWatch) {
+		t.Fatalf("New with a failing Watch: err = %v, want %v", err, errWatch)
+	}
+}
+
+var errWatch = errors.New("cannot watch")
+
+type watchErrRegistry struct{}
+
+func (watchErrRegistry) Watch(context.Context) (registry.Watcher, error) { return nil, errWatch }
+
+// A registry that fails after a good set leaves the client on that set.
+func TestRegistryFailureKeepsLastGoodSet(t *testing.T) {
+	servers := rpctest.Start(t, 1, rpctest.Gob)
+	sets := make(chan []registry.Node)
+	errs := make(chan error)
+	c, err := lbrpc.New(lbrpc.WithRegistry(flakyRegistry{sets, errs}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	sets <- nodes(servers...)
+	errs <- errors.New("lost the source")
+	errs <- errors.New("still lost")
+	var reply string
+	if err := c.Call(context.Background(), "Hello.Say", "x", &reply); err != nil {
+		t.Fatalf("call after registry errors: %v", err)
+	}
+	if len(c.Nodes()) != 1 {
+		t.Fatalf("nodes = %v, want the last good set", c.Nodes())
+	}
+}
+
+type flakyRegistry struct {
+	sets chan []registry.Node
+	errs chan error
+}
+
+func (r flakyRegistry) Watch(context.Context) (registry.Watcher, error) {
+	return &flakyWatcher{r: r, stop: make(chan struct{})}, nil
+}
+
+type flakyWatcher struct {
+	r    flakyRegistry
+	stop chan struct{}
+	once sync.Once
+}
+
+func (w *flakyWatcher) Next() ([]registry.Node, error) {
+	select {
+	case s := <-w.r.sets:
+		return s, nil
+	case err := <-w.r.errs:
+		return nil, err
+	case <-w.stop:
+		return nil, registry.ErrStopped
+	}
+}
+func (w *flakyWatcher) Stop() error { w.once.Do(func() { close(w.stop) }); return nil }
+
+func TestClosedClient(t *testing.T) {
+	servers := rpctest.Start(t, 1, rpctest.Gob)
+	c := newClient(t, servers)
+	if err := c.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	var reply string
+	if err := c.Call(context.Background(), "Hello.Say", "x", &reply); !errors.Is(err, lbrpc.ErrClosed) {
+		t.Fatalf("err = %v, want ErrClosed", err)
+	}
+	call := c.Go(context.Background(), "Hello.Say", "x", &reply, nil)
+	if got := <-call.Done; !errors.Is(got.Error, lbrpc.ErrClosed) {
+		t.Fatalf("Go after Close: err = %v, want ErrClosed", got.Error)
+	}
+}
+
+// Close fails pending calls with ErrClosed, at once.
+func TestCloseFailsPendingCalls(t *testing.T) {
+	servers := rpctest.Start(t, 1, rpctest.Gob)
+	servers[0].SetLatency(time.Hour)
+	c := newClient(t, servers)
+	const n = 5
+	results := make(chan error, n)
+	var replies [n]string
+	for i := 0; i < n; i++ {
+		go func() { results <- c.Call(context.Background(), "Hello.Say", "x", &replies[i]) }()
+	}
+	call := c.Go(context.Background(), "Hello.Say", "x", new(string), nil)
+	eventually(t, "calls to reach the server", func() bool { return servers[0].Calls() == n+1 })
+	c.Close()
+	for i := 0; i < n; i++ {
+		if err := <-results; !errors.Is(err, lbrpc.ErrClosed) {
+			t.Errorf("pending call: err = %v, want ErrClosed", err)
+		}
+	}
+	if got := <-call.Done; !errors.Is(got.Error, lbrpc.ErrClosed) {
+		t.Errorf("pending Go call: err = %v, want ErrClosed", got.Error)
+	}
+	for i := range replies {
+		if replies[i] != "" {
+			t.Errorf("reply %d written after failure: %q", i, replies[i])
+		}
+	}
+}
+
+// Nothing writes into the caller's reply after Call returned: the server
+// answers after the deadline, and the test reads the reply at once. Run with
+// -race: a late write would be a data race.
+func TestNoWriteAfterReturn(t *testing.T) {
+	servers := rpctest.Start(t, 1, rpctest.Gob)
+	servers[0].SetLatency(20 * time.Millisecond)
+	c := newClient(t, servers, lbrpc.WithTransportOptions(transport.WithBackoff(time.Millisecond, 5*time.Millisecond)))
+	for i := 0; i < 20; i++ {
+		reply := "untouched"
+		ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
+		err := c.Call(ctx, "Hello.Say", "late", &reply)
+		cancel()
+		if err == nil {
+			t.Fatalf("call succeeded, want a deadline or node-down error")
+		}
+		if reply != "untouched" { // read right after return, racing any late write
+			t.Fatalf("reply = %q after a timed-out call", reply)
+		}
+		reply = "mine" // and write it too
+	}
+	// Let the late answers arrive, so a late write would have happened.
+	servers[0].SetLatency(0)
+	eventually(t, "the node to answer again", func() bool {
+		var reply string
+		return c.Call(context.Background(), "Hello.Say", "x", &reply) == nil
+	})
+}
+
+func TestGo(t *testing.T) {
+	servers := rpctest.Start(t, 2, rpctest.Gob)
+	c := newClient(t, servers)
+	done := make(chan *lbrpc.Call, 4)
+	replies := make([]string, 4)
+	for i := range replies {
+		c.Go(context.Background(), "Hello.Say", "go", &replies[i], done)
+	}
+	for range replies {
+		call := <-done
+		if call.Error != nil {
+			t.Fatalf("Go: %v", call.Error)
+		}
+		if *call.Reply.(*string) != "hello, go" {
+			t.Fatalf("reply = %q", *call.Reply.(*string))
+		}
+	}
+	unbuffered := c.Go(context.Background(), "Hello.Say", "x", new(string), make(chan *lbrpc.Call))
+	if !errors.Is(unbuffered.Error, lbrpc.ErrUnbufferedDone) {
+		t.Fatalf("unbuffered done: err = %v, want ErrUnbufferedDone", unbuffered.Error)
+	}
+	bad := <-c.Go(context.Background(), "Hello.Say", "x", nil, nil).Done
+	if !errors.Is(bad.Error, lbrpc.ErrBadReply) {
+		t.Fatalf("Go with nil reply: err = %v, want ErrBadReply", bad.Error)
+	}
+}
+
+// WithTimeout bounds calls whose context has none, and only those.
+func TestDefaultTimeout(t *testing.T) {
+	servers := rpctest.Start(t, 1, rpctest.Gob)
+	servers[0].SetLatency(time.Hour)
+	c := newClient(t, servers, lbrpc.WithTimeout(10*time.Millisecond))
+	var reply string
+	err := c.Call(context.Background(), "Hello.Say", "x", &reply)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v, want DeadlineExceeded", err)
+	}
+	var te *transport.Error
+	if !errors.As(err, &te) || te.Addr != servers[0].Addr {
+		t.Fatalf("err = %v, want a *transport.Error naming %s", err, servers[0].Addr)
+	}
+}
+
+// Retries go to another node, and an application error is not retried.
+func TestRetryGoesElsewhereButNotForServerErrors(t *testing.T) {
+	servers := rpctest.Start(t, 3, rpctest.Gob)
+	c := newClient(t, servers, lbrpc.WithRetry(3))
+	servers[0].Kill()
+	servers[1].Kill()
+	for i := 0; i < 6; i++ {
+		var who string
+		if err := c.Call(context.Background(), "Hello.Who", "", &who); err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+		if who != servers[2].Addr {
+			t.Fatalf("answered by %q, want the live node", who)
+		}
+	}
+	base := servers[2].Calls()
+	var reply string
+	err := c.Call(context.Background(), "Hello.Fail", "once", &reply)
+	if _, ok := errors.AsType[rpc.ServerError](err); !ok {
+		t.Fatalf("err = %v, want rpc.ServerError", err)
+	}
+	if got := servers[2].Calls() - base; got != 1 {
+		t.Fatalf("application error ran %d times, want 1 (no retry)", got)
+	}
+}
+
+// Without retries, a dead node's failure carries its address.
+func TestTransportErrorCarriesAddress(t *testing.T) {
+	servers := rpctest.Start(t, 1, rpctest.Gob)
+	c := newClient(t, servers)
+	servers[0].Kill()
+	var reply string
+	err := c.Call(context.Background(), "Hello.Say", "x", &reply)
+	var te *transport.Error
+	if !errors.As(err, &te) || te.Addr != servers[0].Addr {
+		t.Fatalf("err = %v, want *transport.Error for %s", err, servers[0].Addr)
+	}
+}
+
+func TestCircuitBreakerOpens(t *testing.T) {
+	servers := rpctest.Start(t, 1, rpctest.Gob)
+	var opened atomic.Bool
+	c := newClient(t, servers, lbrpc.WithCircuitBreaker(gobreaker.Settings{
+		ReadyToTrip: middleware.ConsecutiveFailures(3),
+		Timeout:     time.Hour,
+		OnStateChange: func(_ string, _, to gobreaker.State) {
+			if to == gobreaker.StateOpen {
+				opened.Store(true)
+			}
+		},
+	}))
+	var reply string
+	for i := 0; i < 5; i++ { // application errors do not trip it
+		c.Call(context.Background(), "Hello.Fail", "x", &reply)
+	}
+	if opened.Load() {
+		t.Fatal("breaker opened on application errors")
+	}
+	servers[0].Kill()
+	for i := 0; i < 3; i++ {
+		c.Call(context.Background(), "Hello.Say", "x", &reply)
+	}
+	err := c.Call(context.Background(), "Hello.Say", "x", &reply)
+	if !errors.Is(err, lbrpc.ErrCircuitOpen) || !opened.Load() {
+		t.Fatalf("err = %v, want ErrCircuitOpen after 3 transport failures", err)
+	}
+}
+
+func TestRateLimitFailFast(t *testing.T) {
+	servers := rpctest.Start(t, 1, rpctest.Gob)
+	c := newClient(t, servers, lbrpc.WithRateLimit(rate.Every(time.Hour), 2, middleware.FailFast))
+	var reply string
+	for i := 0; i < 2; i++ {
+		if err := c.Call(context.Background(), "Hello.Say", "x", &reply); err != nil {
+			t.Fatalf("call %d within burst: %v", i, err)
+		}
+	}
+	if err := c.Call(context.Background(), "Hello.Say", "x", &reply); !errors.Is(err, lbrpc.ErrRateLimited) {
+		t.Fatalf("err = %v, want ErrRateLimited", err)
+	}
+}
+
+// In wait mode a call never waits past its deadline.
+func TestRateLimitWaitHonoursDeadline(t *testing.T) {
+	servers := rpctest.Start(t, 1, rpctest.Gob)
+	c := newClient(t, servers, lbrpc.WithRateLimit(rate.Every(time.Hour), 1, middleware.Wait))
+	var reply string
+	if err := c.Call(context.Background(), "Hello.Say", "x", &reply); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := c.Call(ctx, "Hello.Say", "x", &reply); !errors.Is(err, lbrpc.ErrRateLimited) {
+		t.Fatalf("err = %v, want ErrRateLimited without waiting an hour", err)
 	}
 }

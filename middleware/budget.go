@@ -26,13 +26,15 @@ type RetryBudget struct {
 const budgetCap = 100 * 1000
 
 // NewRetryBudget returns a budget allowing ratio retries per call (0.2 means
-// 20%) plus minPerSecond retries per second. At most 100 retries' worth of
+// 20%) plus minPerSecond retries per second (banked for up to ten
+// seconds). At most 100 retries' worth of
 // deposits are kept. A negative ratio or rate counts as zero.
 func NewRetryBudget(ratio, minPerSecond float64) *RetryBudget {
 	ratio, minPerSecond = max(ratio, 0), max(minPerSecond, 0)
+	// As in Finagle, the floor holds ten seconds' worth of retries.
 	burst := 0
 	if minPerSecond > 0 {
-		burst = max(int(minPerSecond), 1)
+		burst = max(int(minPerSecond*10), 1)
 	}
 	return &RetryBudget{
 		ratio: int64(ratio * 1000),

@@ -31,6 +31,18 @@ type Transport interface {
 	Close() error
 }
 
+// Health is implemented by transports that know which nodes they cannot
+// reach, so that the client picks among the others. The client finds it by
+// type assertion.
+type Health interface {
+	// Reachable reports whether addr may take calls now: false while the
+	// transport is waiting to redial it after failures.
+	Reachable(addr string) bool
+	// Notify registers f, called whenever a node's reachability changes.
+	// f must return at once (the client only flags the change).
+	Notify(f func())
+}
+
 // Pool is the default Transport: one net/rpc connection per node.
 // It is safe for concurrent use.
 type Pool struct {
@@ -45,9 +57,13 @@ type Pool struct {
 	mu       sync.Mutex // guards writes to nodes, draining
 	nodes    atomic.Pointer[map[string]*node]
 	draining map[*node]*time.Timer
+	notify   atomic.Pointer[func()]
 }
 
-var _ Transport = (*Pool)(nil)
+var (
+	_ Transport = (*Pool)(nil)
+	_ Health    = (*Pool)(nil)
+)
 
 // New returns a Pool configured by opts.
 func New(opts ...Option) (*Pool, error) {
@@ -194,6 +210,22 @@ func (p *Pool) drained(n *node) {
 	n.shut()
 }
 
+// Reachable implements Health. Unknown nodes are reachable: a node is
+// presumed up until a dial to it fails.
+func (p *Pool) Reachable(addr string) bool {
+	n, ok := (*p.nodes.Load())[addr]
+	return !ok || !n.down.Load()
+}
+
+// Notify implements Health.
+func (p *Pool) Notify(f func()) { p.notify.Store(&f) }
+
+func (p *Pool) changed() {
+	if f := p.notify.Load(); f != nil {
+		(*f)()
+	}
+}
+
 // Close implements Transport. It waits for the pool's dial goroutines.
 func (p *Pool) Close() error {
 	if p.closed.Swap(true) {
@@ -219,6 +251,7 @@ func (p *Pool) Close() error {
 type NodeState struct {
 	Addr      string
 	Connected bool
+	Reachable bool // see Health
 	InFlight  int64
 	Dials     int64 // successful dials
 	Recycles  int64 // connections closed after MaxTimeouts timeouts in a row
@@ -235,6 +268,7 @@ func (p *Pool) State() []NodeState {
 		s := NodeState{
 			Addr:      n.addr,
 			Connected: n.client.Load() != nil,
+			Reachable: !n.down.Load(),
 			InFlight:  n.inflight.Load(),
 			Dials:     n.dials,
 			Recycles:  n.recycles,
@@ -257,9 +291,11 @@ type node struct {
 	timeouts atomic.Int32               // calls in a row that timed out on client
 	inflight atomic.Int64
 	removed  atomic.Bool
+	down     atomic.Bool // waiting to redial after failures
 	shutOnce sync.Once
 
 	mu       sync.Mutex
+	redial   *time.Timer   // the background redial after a failure
 	dialing  chan struct{} // closed when the dial in progress ends
 	failures int           // dial failures or early breaks in a row
 	retryAt  time.Time     // no dial before this
@@ -333,7 +369,8 @@ func (n *node) conn(ctx context.Context) (*rpc.Client, error) {
 func (n *node) warm() {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.client.Load() == nil && n.dialing == nil && !time.Now().Before(n.retryAt) {
+	if n.client.Load() == nil && n.dialing == nil && !time.Now().Before(n.retryAt) &&
+		!n.removed.Load() && !n.p.closed.Load() {
 		n.startDial()
 	}
 }
@@ -355,11 +392,11 @@ func (n *node) dial(ch chan struct{}) {
 	cancel()
 
 	n.mu.Lock()
+	changed := false
 	switch {
 	case err != nil:
-		n.failures++
 		n.lastErr = err
-		n.retryAt = time.Now().Add(n.p.backoff(n.failures))
+		changed = n.failed()
 	case n.removed.Load() || n.p.closed.Load():
 		c.Close()
 	default:
@@ -367,10 +404,31 @@ func (n *node) dial(ch chan struct{}) {
 		n.proven.Store(false)
 		n.timeouts.Store(0)
 		n.client.Store(c)
+		changed = n.down.Swap(false)
 	}
 	n.dialing = nil
 	close(ch)
 	n.mu.Unlock()
+	if changed {
+		n.p.changed()
+	}
+}
+
+// failed counts a failure, marks the node down, and schedules a redial in
+// the background after the backoff, so that a node the picker avoids still
+// comes back. It reports whether the node went down. n.mu is held.
+func (n *node) failed() bool {
+	n.failures++
+	d := n.p.backoff(n.failures)
+	n.retryAt = time.Now().Add(d)
+	if n.removed.Load() || n.p.closed.Load() {
+		return false
+	}
+	if n.redial != nil {
+		n.redial.Stop()
+	}
+	n.redial = time.AfterFunc(d, n.warm)
+	return !n.down.Swap(true)
 }
 
 // answered records that the node answered a call on its connection.
@@ -396,11 +454,19 @@ func (n *node) broken(c *rpc.Client) {
 	c.Close()
 	n.mu.Lock()
 	n.lastErr = rpc.ErrShutdown
-	if !n.proven.Load() {
-		n.failures++
-		n.retryAt = time.Now().Add(n.p.backoff(n.failures))
+	changed := false
+	if n.proven.Load() {
+		// It worked until now: reconnect at once, in the background.
+		if !n.removed.Load() && !n.p.closed.Load() && n.dialing == nil {
+			n.startDial()
+		}
+	} else {
+		changed = n.failed()
 	}
 	n.mu.Unlock()
+	if changed {
+		n.p.changed()
+	}
 }
 
 // timedOut counts a timed-out call on c and recycles c after too many.
@@ -414,16 +480,23 @@ func (n *node) timedOut(c *rpc.Client) {
 	c.Close() // fails, and so frees, every call pending on c
 	n.mu.Lock()
 	n.recycles++
-	n.failures++
 	n.lastErr = context.DeadlineExceeded
-	n.retryAt = time.Now().Add(n.p.backoff(n.failures))
+	changed := n.failed()
 	n.mu.Unlock()
+	if changed {
+		n.p.changed()
+	}
 }
 
 // shut closes the node's connection for good.
 func (n *node) shut() {
 	n.shutOnce.Do(func() {
+		n.mu.Lock() // orders this after any dial being started
 		n.removed.Store(true)
+		if n.redial != nil {
+			n.redial.Stop()
+		}
+		n.mu.Unlock()
 		if c := n.client.Swap(nil); c != nil {
 			c.Close()
 		}

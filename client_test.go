@@ -731,3 +731,55 @@ func TestRateLimitWaitHonoursDeadline(t *testing.T) {
 		t.Fatalf("err = %v, want ErrRateLimited without waiting an hour", err)
 	}
 }
+
+// A connection that breaks under a call is retried for an idempotent method
+// and not for one marked NonIdempotent: the server may have run it.
+func TestNonIdempotentNotResent(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		policy      middleware.RetryPolicy
+		wantRetried bool
+	}{
+		{"idempotent", middleware.RetryPolicy{Max: 2}, true},
+		{"non-idempotent", middleware.RetryPolicy{Max: 2, NonIdempotent: []string{"Hello.Say"}}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			servers := rpctest.Start(t, 2, rpctest.Gob)
+			c := newClient(t, servers, lbrpc.WithRetryPolicy(tc.policy), lbrpc.WithPicker(picker.RoundRobin()))
+			var reply string
+			for i := 0; i < 2; i++ { // connect to both
+				if err := c.Call(context.Background(), "Hello.Say", "x", &reply); err != nil {
+					t.Fatal(err)
+				}
+			}
+			servers[0].SetLatency(time.Hour)
+			servers[1].SetLatency(time.Hour)
+			errc := make(chan error, 1)
+			go func() { errc <- c.Call(context.Background(), "Hello.Say", "x", &reply) }()
+			eventually(t, "the call to reach a server", func() bool { return servers[0].Calls()+servers[1].Calls() == 3 })
+			first, other := servers[0], servers[1]
+			if other.Calls() == 2 {
+				first, other = other, first
+			}
+			other.SetLatency(0)
+			first.Kill() // the connection breaks under the call
+			err := <-errc
+			if tc.wantRetried {
+				if err != nil {
+					t.Fatalf("idempotent call not saved by retry: %v", err)
+				}
+				if other.Calls() != 2 {
+					t.Fatalf("the other node got %d calls, want 2", other.Calls())
+				}
+				return
+			}
+			var te *transport.Error
+			if !errors.As(err, &te) || te.Unsent() || te.Addr != first.Addr {
+				t.Fatalf("err = %v, want the broken connection's error", err)
+			}
+			if other.Calls() != 1 {
+				t.Fatalf("non-idempotent call was re-sent")
+			}
+		})
+	}
+}

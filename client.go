@@ -27,18 +27,18 @@ type Client struct {
 	watcher  registry.Watcher
 	reporter registry.FailureReporter // nil unless the watcher wants failures
 
-	health   transport.Health // nil if the transport does not tell
-	applyMu  sync.Mutex       // serialises picker updates
-	changed  chan struct{}    // a node's reachability changed
+	health  transport.Health // nil if the transport does not tell
+	applyMu sync.Mutex       // serialises picker updates
+	changed chan struct{}    // a node's reachability changed
 
 	ready    chan struct{} // closed once the registry answered
 	isReady  atomic.Bool
 	closing  chan struct{}
 	closed   atomic.Bool
-	loop     sync.WaitGroup // the registry loop
+	loop     sync.WaitGroup                  // the registry loop
 	nodes    atomic.Pointer[[]registry.Node] // the registry's set
 	panicked atomic.Bool                     // every node is unreachable: picking among all
-	watchErr atomic.Pointer[error] // the registry's last error, nil after a good set
+	watchErr atomic.Pointer[error]           // the registry's last error, nil after a good set
 
 	goMu    sync.Mutex
 	goCalls map[*Call]context.CancelCauseFunc // calls made with Go, cancelled by Close

@@ -61,10 +61,10 @@ func Retry(p RetryPolicy) Middleware {
 			}
 			var errs []error
 			for call.Attempt < p.Max && p.retry(ctx, call, err) {
-				errs = append(errs, err)
 				if !p.sleep(ctx, call.Attempt) {
-					break
+					break // err is the last error: joined once, below
 				}
+				errs = append(errs, err)
 				if call.Addr != "" {
 					call.Tried = append(call.Tried, call.Addr)
 				}

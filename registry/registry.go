@@ -39,6 +39,8 @@ type Watcher interface {
 	// Next blocks until the node set changes and returns it. The first call
 	// returns the current set. An error with a nil set means the source
 	// failed; the client keeps the last good set and calls Next again.
+	// Once the source recovers, Next reports the set again, even if it is
+	// unchanged, so the client knows the failure is over.
 	// After Stop, Next returns ErrStopped.
 	Next() ([]Node, error)
 	// Stop unblocks Next and releases the watcher's resources.

@@ -14,6 +14,12 @@ import (
 // ErrOpenState or ErrTooManyRequests.
 var ErrCircuitOpen = errors.New("lbrpc: circuit breaker open")
 
+// Made once: refusals come in floods, exactly when the client is overloaded.
+var (
+	errOpen    = fmt.Errorf("%w: %w", ErrCircuitOpen, gobreaker.ErrOpenState)
+	errProbing = fmt.Errorf("%w: %w", ErrCircuitOpen, gobreaker.ErrTooManyRequests)
+)
+
 // CircuitBreaker returns middleware that runs calls through a gobreaker
 // circuit breaker made from st. Nil fields of st take gobreaker's defaults
 // (open after more than 5 consecutive failures, 60s open, one half-open
@@ -44,8 +50,11 @@ func CircuitBreaker(st gobreaker.Settings) Middleware {
 			_, err := cb.Execute(func() (struct{}, error) {
 				return struct{}{}, next(ctx, call)
 			})
-			if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
-				return fmt.Errorf("%w: %w", ErrCircuitOpen, err)
+			switch err {
+			case gobreaker.ErrOpenState:
+				return errOpen
+			case gobreaker.ErrTooManyRequests:
+				return errProbing
 			}
 			return err
 		}
@@ -71,8 +80,10 @@ func ConsecutiveFailures(n uint32) func(gobreaker.Counts) bool {
 
 // FailureRatio returns a ReadyToTrip that opens the breaker when at least
 // minRequests were counted and the share of failures reaches ratio.
+// Excluded calls (see CircuitBreaker) are not counted.
 func FailureRatio(ratio float64, minRequests uint32) func(gobreaker.Counts) bool {
 	return func(c gobreaker.Counts) bool {
-		return c.Requests >= minRequests && float64(c.TotalFailures) >= ratio*float64(c.Requests)
+		n := c.Requests - min(c.TotalExclusions, c.Requests)
+		return n >= minRequests && float64(c.TotalFailures) >= ratio*float64(n)
 	}
 }

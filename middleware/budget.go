@@ -28,9 +28,10 @@ const budgetCap = 100 * 1000
 // NewRetryBudget returns a budget allowing ratio retries per call (0.2 means
 // 20%) plus minPerSecond retries per second (banked for up to ten
 // seconds). At most 100 retries' worth of
-// deposits are kept. A negative ratio or rate counts as zero.
+// deposits are kept. Values are clamped: ratio to [0, 100], minPerSecond
+// to [0, 1e6]; NaN counts as zero.
 func NewRetryBudget(ratio, minPerSecond float64) *RetryBudget {
-	ratio, minPerSecond = max(ratio, 0), max(minPerSecond, 0)
+	ratio, minPerSecond = clamp(ratio, 100), clamp(minPerSecond, 1e6)
 	// As in Finagle, the floor holds ten seconds' worth of retries.
 	burst := 0
 	if minPerSecond > 0 {
@@ -66,4 +67,11 @@ func (b *RetryBudget) withdraw(now time.Time) bool {
 			return true
 		}
 	}
+}
+
+func clamp(v, hi float64) float64 {
+	if !(v > 0) { // also NaN
+		return 0
+	}
+	return min(v, hi)
 }

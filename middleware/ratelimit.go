@@ -31,6 +31,9 @@ func RateLimit(l *rate.Limiter, mode RateLimitMode) Middleware {
 	return func(next Invoker) Invoker {
 		return func(ctx context.Context, call *Call) error {
 			if mode == FailFast {
+				if err := ctx.Err(); err != nil {
+					return fmt.Errorf("lbrpc: waiting for rate limit: %w", err)
+				}
 				if !l.Allow() {
 					return ErrRateLimited
 				}

@@ -3,9 +3,12 @@ package middleware
 import (
 	"context"
 	"errors"
+	"io"
 	"math/rand/v2"
+	"net"
 	"net/rpc"
 	"slices"
+	"syscall"
 	"time"
 )
 
@@ -60,8 +63,12 @@ func Retry(p RetryPolicy) Middleware {
 				return err
 			}
 			var errs []error
-			for call.Attempt < p.Max && p.retry(ctx, call, err) {
-				if !p.sleep(ctx, call.Attempt) {
+			for call.Attempt < p.Max && p.retryable(ctx, call, err) {
+				d := p.backoff(call.Attempt)
+				if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= d {
+					break // no time for another attempt
+				}
+				if !p.Budget.withdraw(time.Now()) || !sleep(ctx, d) {
 					break // err is the last error: joined once, below
 				}
 				errs = append(errs, err)
@@ -82,34 +89,32 @@ func Retry(p RetryPolicy) Middleware {
 	}
 }
 
-// retry reports whether err may be retried and takes a retry from the budget.
-func (p *RetryPolicy) retry(ctx context.Context, call *Call, err error) bool {
+// retryable reports whether err may be retried, budget aside.
+func (p *RetryPolicy) retryable(ctx context.Context, call *Call, err error) bool {
 	if ctx.Err() != nil {
 		return false
 	}
-	ok := false
+	var ok bool
 	if p.RetryIf != nil {
 		ok = p.RetryIf(call, err)
 	} else {
 		ok = Retryable(err)
 	}
-	if ok && !Unsent(err) && slices.Contains(p.NonIdempotent, call.ServiceMethod) {
-		ok = false
-	}
-	return ok && p.Budget.withdraw(time.Now())
+	return ok && (Unsent(err) || !slices.Contains(p.NonIdempotent, call.ServiceMethod))
 }
 
-// sleep waits the backoff before retry n+1. It reports false, without
-// sleeping, when ctx would end first.
-func (p *RetryPolicy) sleep(ctx context.Context, n int) bool {
+// backoff draws the sleep before retry n+1: full jitter over an
+// exponentially growing, capped window.
+func (p *RetryPolicy) backoff(n int) time.Duration {
 	d := p.BaseBackoff
 	for i := 0; i < n && d < p.MaxBackoff; i++ {
 		d *= 2
 	}
-	d = rand.N(min(d, p.MaxBackoff))
-	if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= d {
-		return false
-	}
+	return rand.N(min(d, p.MaxBackoff))
+}
+
+// sleep waits d, reporting false if ctx ends first.
+func sleep(ctx context.Context, d time.Duration) bool {
 	if d <= 0 {
 		return ctx.Err() == nil
 	}
@@ -123,11 +128,12 @@ func (p *RetryPolicy) sleep(ctx context.Context, n int) bool {
 	}
 }
 
-// Retryable is the default retry rule: it reports whether err is a failure
-// to reach a node (see Unsent) or a connection that broke under the call, as
-// opposed to an answer from the server (rpc.ServerError), an ended context,
-// or a failure of the whole client (ErrNoNodes, ErrClosed, ErrCircuitOpen,
-// ErrRateLimited).
+// Retryable is the default retry rule. It reports true when the request
+// surely never reached a server (see Unsent), or when the connection broke
+// under it (rpc.ErrShutdown, EOF, a network error). It reports false for an
+// answer from the server (rpc.ServerError), an ended context, a codec error
+// (a bad argument or reply type fails on every node alike), and failures of
+// the whole client (ErrNoNodes, ErrClosed, ErrCircuitOpen, ErrRateLimited).
 func Retryable(err error) bool {
 	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return false
@@ -135,9 +141,15 @@ func Retryable(err error) bool {
 	if _, ok := errors.AsType[rpc.ServerError](err); ok {
 		return false
 	}
-	// A transport failure: never sent, or the connection broke under it.
-	_, ok := errors.AsType[unsentError](err)
-	return ok || errors.Is(err, rpc.ErrShutdown)
+	if Unsent(err) {
+		return true
+	}
+	if errors.Is(err, rpc.ErrShutdown) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
+		return true
+	}
+	_, netErr := errors.AsType[net.Error](err)
+	return netErr
 }
 
 // Unsent reports whether err says that the request surely never reached a

@@ -55,8 +55,9 @@ func Tracing(tp trace.TracerProvider) Middleware {
 // TracingAttempts returns middleware that makes one child span per attempt,
 // named "<Service.Method> attempt", with the attempt number
 // (lbrpc.attempt, 0 for the first) and the node (server.address,
-// server.port). It belongs inside Retry. A nil tp means the global
-// TracerProvider.
+// server.port). It belongs inside Retry, under Tracing: when the context
+// carries no recording span (no Tracing outside, or the call not sampled) it
+// makes no span. A nil tp means the global TracerProvider.
 func TracingAttempts(tp trace.TracerProvider) Middleware {
 	tracer := tracerOf(tp)
 	return func(next Invoker) Invoker {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/rpc"
 	"testing"
+	"time"
 
 	"github.com/sony/gobreaker/v2"
 	"go.opentelemetry.io/otel/trace/noop"
@@ -35,6 +36,12 @@ func BenchmarkCall(b *testing.B) {
 		lbrpc.WithCircuitBreaker(gobreaker.Settings{}),
 		lbrpc.WithRetry(3),
 	)
+	// Every node-health feature on (outlier detection is on by default).
+	nodes := benchClient(b, s.Addr,
+		lbrpc.WithNodeBreaker(gobreaker.Settings{}),
+		lbrpc.WithHealthCheck(lbrpc.HealthCheck{Interval: time.Second}),
+		lbrpc.WithSlowStart(lbrpc.SlowStart{Window: time.Minute}),
+	)
 	for _, tc := range []struct {
 		name string
 		call func(ctx context.Context, method string, args, reply any) error
@@ -42,6 +49,7 @@ func BenchmarkCall(b *testing.B) {
 		{"raw", rawCall},
 		{"lbrpc", bare.Call},
 		{"lbrpc-full", full.Call},
+		{"lbrpc-nodehealth", nodes.Call},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			b.ReportAllocs()

@@ -19,6 +19,12 @@ import (
 
 // Client load-balances net/rpc calls over the nodes of a registry.
 // It is safe for concurrent use.
+//
+// The picker chooses among the client's ready set: the registry's nodes
+// less those the transport cannot reach, those ejected as outliers
+// (WithOutlierDetection, on by default), those whose breaker is open
+// (WithNodeBreaker) and those failing their health check
+// (WithHealthCheck). State shows each node's standing.
 type Client struct {
 	cfg      config
 	invoke   middleware.Invoker
@@ -27,17 +33,22 @@ type Client struct {
 	watcher  registry.Watcher
 	reporter registry.FailureReporter // nil unless the watcher wants failures
 
-	health  transport.Health // nil if the transport does not tell
-	applyMu sync.Mutex       // serialises picker updates
-	changed chan struct{}    // a node's reachability changed
+	health    transport.Health // nil if the transport does not tell
+	applyMu   sync.Mutex       // serialises ready-set updates; guards the fields below and nodeState's
+	lastReady []registry.Node  // what the picker was last given
+	changed   chan struct{}    // the ready set may have changed
 
+	ctx      context.Context // cancelled by Close; bounds health checks
+	cancel   context.CancelFunc
 	ready    chan struct{} // closed once the registry answered
 	isReady  atomic.Bool
 	closing  chan struct{}
 	closed   atomic.Bool
-	loop     sync.WaitGroup                  // the registry loop
+	loop     sync.WaitGroup                  // the registry loop and the follower
+	probes   sync.WaitGroup                  // the health check goroutines
 	nodes    atomic.Pointer[[]registry.Node] // the registry's set
-	panicked atomic.Bool                     // every node is unreachable: picking among all
+	states   atomic.Pointer[nodeStates]      // per-node state, for the nodes of the set
+	panicked atomic.Bool                     // no node is fit to serve: picking among all
 	watchErr atomic.Pointer[error]           // the registry's last error, nil after a good set
 
 	goMu    sync.Mutex
@@ -87,41 +98,21 @@ func New(opts ...Option) (*Client, error) {
 		ready:   make(chan struct{}),
 		closing: make(chan struct{}),
 		goCalls: map[*Call]context.CancelCauseFunc{},
+		changed: make(chan struct{}, 1),
 	}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.reporter, _ = w.(registry.FailureReporter)
 	c.nodes.Store(&[]registry.Node{})
+	c.states.Store(&nodeStates{})
 	c.invoke = middleware.Chain(mws...)(c.send)
 	if h, ok := tr.(transport.Health); ok {
 		c.health = h
-		c.changed = make(chan struct{}, 1)
-		h.Notify(func() {
-			select {
-			case c.changed <- struct{}{}:
-			default: // a refresh is already due
-			}
-		})
-		c.loop.Add(1)
-		go c.followHealth()
+		h.Notify(c.signal)
 	}
-	c.loop.Add(1)
+	c.loop.Add(2)
+	go c.follow()
 	go c.watch()
 	return c, nil
-}
-
-// followHealth refreshes the picker when the transport's view of node
-// reachability changes.
-func (c *Client) followHealth() {
-	defer c.loop.Done()
-	for {
-		select {
-		case <-c.changed:
-			c.applyMu.Lock()
-			c.updatePicker(*c.nodes.Load())
-			c.applyMu.Unlock()
-		case <-c.closing:
-			return
-		}
-	}
 }
 
 // watch applies the registry's node sets until the watcher stops.
@@ -161,39 +152,12 @@ func (c *Client) apply(nodes []registry.Node) {
 	c.applyMu.Lock()
 	defer c.applyMu.Unlock()
 	c.nodes.Store(&nodes)
+	c.syncStates(nodes)
 	// The picker first, so that removed nodes stop being picked before the
 	// transport drains them.
-	c.updatePicker(nodes)
+	c.refresh(true)
 	c.tr.Update(addrs)
-}
-
-// updatePicker gives the picker the nodes fit to serve: those the transport
-// can reach, or all of them when it can reach none (panic mode: better to
-// try than to fail everything). c.applyMu is held.
-func (c *Client) updatePicker(nodes []registry.Node) {
-	ready := nodes
-	if c.health != nil {
-		ready = make([]registry.Node, 0, len(nodes))
-		for _, n := range nodes {
-			if c.health.Reachable(n.Addr) {
-				ready = append(ready, n)
-			}
-		}
-		if len(ready) == 0 {
-			ready = nodes
-		}
-	}
-	c.panicked.Store(len(nodes) > 0 && len(ready) == len(nodes) && c.health != nil && !c.anyReachable(nodes))
-	c.picker.Update(ready)
-}
-
-func (c *Client) anyReachable(nodes []registry.Node) bool {
-	for _, n := range nodes {
-		if c.health.Reachable(n.Addr) {
-			return true
-		}
-	}
-	return false
+	c.signal() // the follower re-arms its timer for the new set
 }
 
 func (c *Client) markReady() {
@@ -256,7 +220,9 @@ func (c *Client) check(ctx context.Context, serviceMethod string, reply any) err
 }
 
 // Panicking reports whether the client is in panic mode: no node of the set
-// is reachable, so it picks among all of them rather than failing every call.
+// is fit to serve (each is unreachable, ejected, failing its health check
+// or behind an open breaker), so it picks among all of them rather than
+// failing every call. Node breakers and slow start are not consulted then.
 func (c *Client) Panicking() bool { return c.panicked.Load() }
 
 // send is the innermost invoker: pick a node, carry the call to it, and
@@ -271,24 +237,67 @@ func (c *Client) send(ctx context.Context, call *middleware.Call) error {
 	return err
 }
 
+// maxRepicks bounds the picks an attempt may decline (slow start, a node
+// breaker refusing) before it takes what it is given.
+const maxRepicks = 3
+
 func (c *Client) attempt(ctx context.Context, call *middleware.Call) error {
-	res, err := c.picker.Pick(ctx, picker.Info{ServiceMethod: call.ServiceMethod, Tried: call.Tried})
-	if err != nil {
-		if errors.Is(err, ErrNoNodes) {
-			if werr := c.watchErr.Load(); werr != nil {
-				return fmt.Errorf("%w (registry: %w)", err, *werr)
+	info := picker.Info{ServiceMethod: call.ServiceMethod, Tried: call.Tried}
+	var (
+		res    picker.Result
+		st     *nodeState
+		onDone func(error) // the node breaker's
+	)
+	for picks := 0; ; picks++ {
+		var err error
+		res, err = c.picker.Pick(ctx, info)
+		if err != nil {
+			if errors.Is(err, ErrNoNodes) {
+				if werr := c.watchErr.Load(); werr != nil {
+					return fmt.Errorf("%w (registry: %w)", err, *werr)
+				}
 			}
+			return err
 		}
-		return err
+		st = c.state(res.Node.Addr)
+		if st == nil || c.panicked.Load() {
+			break
+		}
+		// The picker gives back a node this attempt declined once it has
+		// no other: take it then.
+		last := picks == maxRepicks || (picks > 0 && slices.Contains(info.Tried[len(call.Tried):], st.addr))
+		if c.cfg.slowStart != nil && !last && !c.admit(st) {
+			info.Tried = decline(res, info.Tried)
+			continue
+		}
+		if st.breaker == nil {
+			break
+		}
+		if onDone, err = st.breaker.Allow(); err == nil {
+			break
+		}
+		if last {
+			if res.Done != nil {
+				res.Done(picker.DoneInfo{Err: errPickUnused})
+			}
+			return &transport.Error{Addr: st.addr, Op: transport.OpDial, Err: fmt.Errorf("%w: %w", ErrNodeCircuitOpen, err)}
+		}
+		info.Tried = decline(res, info.Tried)
 	}
 	call.Addr = res.Node.Addr
 	var start time.Time
 	if res.Done != nil {
 		start = time.Now()
 	}
-	err = c.tr.Call(ctx, call.Addr, call.ServiceMethod, call.Args, call.Reply)
+	err := c.tr.Call(ctx, call.Addr, call.ServiceMethod, call.Args, call.Reply)
 	if res.Done != nil {
 		res.Done(picker.DoneInfo{Err: err, Latency: time.Since(start)})
+	}
+	if onDone != nil {
+		onDone(err)
+	}
+	if st != nil {
+		c.record(st, err)
 	}
 	if err != nil && c.reporter != nil {
 		if _, ok := errors.AsType[*transport.Error](err); ok && ctx.Err() == nil {
@@ -296,6 +305,21 @@ func (c *Client) attempt(ctx context.Context, call *middleware.Call) error {
 		}
 	}
 	return err
+}
+
+// errPickUnused is the outcome given to a picker for a pick the client
+// declined (slow start, a node breaker refusing): nothing was sent, so,
+// like a call its caller cancelled, it tells nothing about the node.
+var errPickUnused = fmt.Errorf("lbrpc: pick declined: %w", context.Canceled)
+
+// decline gives back a pick the attempt will not use and returns the
+// attempt's tried list with the node added, so that the next pick avoids
+// it. The list is copied: the call's own Tried is not touched.
+func decline(res picker.Result, tried []string) []string {
+	if res.Done != nil {
+		res.Done(picker.DoneInfo{Err: errPickUnused})
+	}
+	return append(tried[:len(tried):len(tried)], res.Node.Addr)
 }
 
 // Call is a call made with Go, as rpc.Call is for rpc.Client.Go.
@@ -321,7 +345,7 @@ func (c *Client) Go(ctx context.Context, serviceMethod string, args, reply any, 
 	}
 	if err := c.check(ctx, serviceMethod, reply); err != nil {
 		call.Error = err
-		call.Done <- call
+		call.done()
 		return call
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
@@ -330,7 +354,7 @@ func (c *Client) Go(ctx context.Context, serviceMethod string, args, reply any, 
 		c.goMu.Unlock()
 		cancel(ErrClosed)
 		call.Error = ErrClosed
-		call.Done <- call
+		call.done()
 		return call
 	}
 	c.goCalls[call] = cancel
@@ -347,17 +371,23 @@ func (c *Client) Go(ctx context.Context, serviceMethod string, args, reply any, 
 		c.goMu.Unlock()
 		cancel(nil)
 		call.Error = err
-		select {
-		case call.Done <- call:
-		default: // like net/rpc: a full done channel is the caller's fault
-		}
+		call.done()
 	}()
 	return call
 }
 
-// Close stops the registry watch, fails pending calls with ErrClosed, closes
-// every connection, and waits for the client's goroutines. Calls after Close
-// return ErrClosed. Close is idempotent.
+// done delivers the call without blocking: like net/rpc, a full done
+// channel is the caller's fault, and the call is dropped.
+func (call *Call) done() {
+	select {
+	case call.Done <- call:
+	default:
+	}
+}
+
+// Close stops the registry watch and the health checks, fails pending calls
+// with ErrClosed, closes every connection, and waits for the client's
+// goroutines. Calls after Close return ErrClosed. Close is idempotent.
 func (c *Client) Close() error {
 	c.goMu.Lock()
 	if c.closed.Swap(true) {
@@ -369,8 +399,10 @@ func (c *Client) Close() error {
 		cancel(ErrClosed)
 	}
 	c.goMu.Unlock()
+	c.cancel()
 	werr := c.watcher.Stop()
 	c.loop.Wait()
+	c.probes.Wait()
 	terr := c.tr.Close()
 	c.goWG.Wait()
 	return errors.Join(werr, terr)

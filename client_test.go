@@ -398,6 +398,19 @@ func TestNewRejectsBadOptions(t *testing.T) {
 		{"nil transport", []lbrpc.Option{static, lbrpc.WithTransport(nil)}},
 		{"bad transport option", []lbrpc.Option{static, lbrpc.WithTransportOptions(transport.WithDialTimeout(0))}},
 		{"chain with retry", []lbrpc.Option{static, lbrpc.WithChain(), lbrpc.WithRetry(1)}},
+		{"negative consecutive", []lbrpc.Option{static, lbrpc.WithOutlierDetection(lbrpc.OutlierDetection{Consecutive: -1})}},
+		{"negative ejection", []lbrpc.Option{static, lbrpc.WithOutlierDetection(lbrpc.OutlierDetection{BaseEjection: -time.Second})}},
+		{"max ejection below base", []lbrpc.Option{static, lbrpc.WithOutlierDetection(lbrpc.OutlierDetection{BaseEjection: time.Minute, MaxEjection: time.Second})}},
+		{"ejected percent over 100", []lbrpc.Option{static, lbrpc.WithOutlierDetection(lbrpc.OutlierDetection{MaxEjectedPercent: 101})}},
+		{"negative ejected percent", []lbrpc.Option{static, lbrpc.WithOutlierDetection(lbrpc.OutlierDetection{MaxEjectedPercent: -1})}},
+		{"negative node breaker timeout", []lbrpc.Option{static, lbrpc.WithNodeBreaker(gobreaker.Settings{Timeout: -time.Second})}},
+		{"negative health interval", []lbrpc.Option{static, lbrpc.WithHealthCheck(lbrpc.HealthCheck{Interval: -time.Second})}},
+		{"negative health threshold", []lbrpc.Option{static, lbrpc.WithHealthCheck(lbrpc.HealthCheck{Unhealthy: -1})}},
+		{"bad health method", []lbrpc.Option{static, lbrpc.WithHealthCheck(lbrpc.HealthCheck{Method: "Check"})}},
+		{"TCP health check with method", []lbrpc.Option{static, lbrpc.WithHealthCheck(lbrpc.HealthCheck{TCP: true, Method: "Health.Check"})}},
+		{"no slow start window", []lbrpc.Option{static, lbrpc.WithSlowStart(lbrpc.SlowStart{})}},
+		{"negative aggression", []lbrpc.Option{static, lbrpc.WithSlowStart(lbrpc.SlowStart{Window: time.Second, Aggression: -1})}},
+		{"min share over 1", []lbrpc.Option{static, lbrpc.WithSlowStart(lbrpc.SlowStart{Window: time.Second, MinShare: 1.5})}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := lbrpc.New(tc.opts...)

@@ -22,11 +22,31 @@
 // Each link is optional and set by an option; WithChain replaces the order.
 // See docs/architecture.md for why the order is what it is.
 //
+// The picker chooses among the ready set: the registry's nodes less those
+// that are not fit to serve. A node leaves the ready set while
+//   - the transport cannot reach it (it waits to redial after failures);
+//   - it is ejected as an outlier: Consecutive calls in a row got no answer
+//     (WithOutlierDetection, on by default: 5 in a row eject a node for
+//     30s times its number of ejections, at most 300s, never more than
+//     half the nodes at once);
+//   - its own circuit breaker is open (WithNodeBreaker), until the breaker
+//     turns half-open and a real call probes the node;
+//   - it fails its active health check (WithHealthCheck: Health.Check,
+//     served by servers that call health.Register, or a TCP connect).
+//
+// If that leaves no node, the client picks among all of them rather than
+// fail every call (panic mode, Client.Panicking). A node that joins or
+// returns can ramp up over a window (WithSlowStart). Client.State shows
+// each node's standing; all of it is computed off the call path, by a
+// goroutine the client owns, and read on it through an immutable snapshot.
+//
 // Errors are sentinels and types usable with errors.Is and errors.As:
 // ErrNoNodes, ErrClosed, ErrCircuitOpen, ErrRateLimited, ErrBadReply,
 // ErrBadMethod, *transport.Error for failures to reach a node (it carries the
-// address), and the server's rpc.ServerError, reachable with errors.As. When
-// retries run out, the error joins the error of every attempt.
+// address; an attempt a node breaker refused is one, wrapping
+// ErrNodeCircuitOpen, and never sent), and the server's rpc.ServerError,
+// reachable with errors.As. When retries run out, the error joins the error
+// of every attempt.
 //
 // A Client is safe for concurrent use.
 package lbrpc

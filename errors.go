@@ -28,4 +28,11 @@ var (
 	ErrNilContext = errors.New("lbrpc: nil context")
 	// ErrUnbufferedDone: Go was given an unbuffered done channel.
 	ErrUnbufferedDone = errors.New("lbrpc: done channel is unbuffered")
+	// ErrNodeCircuitOpen: a node's own breaker (WithNodeBreaker) refused
+	// the attempt and no other node would take it. It comes wrapped in a
+	// *transport.Error whose Unsent reports true, so Retry retries it.
+	ErrNodeCircuitOpen = errors.New("lbrpc: node circuit breaker open")
+	// ErrNotServing: a node answered its health check (WithHealthCheck)
+	// with a status other than health.Serving. NodeState.LastErr carries it.
+	ErrNotServing = errors.New("lbrpc: node not serving")
 )

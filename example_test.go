@@ -7,6 +7,9 @@ import (
 	"net"
 	"net/rpc"
 	"sync"
+	"time"
+
+	"github.com/sony/gobreaker/v2"
 
 	"github.com/lbrpc/lbrpc"
 	"github.com/lbrpc/lbrpc/middleware"
@@ -160,4 +163,39 @@ func Example_customRegistry() {
 	// Output:
 	// hello, first <nil>
 	// true
+}
+
+// The ready set: the nodes the picker chooses from are those fit to serve.
+// Outlier detection is on by default; node breakers, health checks (servers
+// register the health service: health.Register) and slow start are options.
+// State shows how the client sees each node.
+func ExampleClient_State() {
+	addrs, stop := startServers(2)
+	defer stop()
+
+	c, err := lbrpc.New(
+		lbrpc.WithRegistry(registry.Static(addrs...)),
+		lbrpc.WithOutlierDetection(lbrpc.OutlierDetection{Consecutive: 5, BaseEjection: 30 * time.Second}),
+		lbrpc.WithNodeBreaker(gobreaker.Settings{Timeout: 10 * time.Second}),
+		lbrpc.WithHealthCheck(lbrpc.HealthCheck{TCP: true}), // these servers have no health service
+		lbrpc.WithSlowStart(lbrpc.SlowStart{Window: 30 * time.Second}),
+	)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+
+	var reply string
+	if err := c.Call(context.Background(), "HelloService.Say", "world", &reply); err != nil {
+		log.Fatal(err)
+	}
+	for i, s := range c.State() {
+		fmt.Printf("node %d: ready %v, ejected %v, breaker %v, healthy %v, share %v\n",
+			i, s.Ready, s.Ejected, s.Breaker, s.Healthy, s.Share)
+	}
+	fmt.Println("panicking:", c.Panicking())
+	// Output:
+	// node 0: ready true, ejected false, breaker closed, healthy true, share 1
+	// node 1: ready true, ejected false, breaker closed, healthy true, share 1
+	// panicking: false
 }

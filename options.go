@@ -2,12 +2,16 @@ package lbrpc
 
 import (
 	"errors"
+	"fmt"
+	"math"
+	"strings"
 	"time"
 
 	"github.com/sony/gobreaker/v2"
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/time/rate"
 
+	"github.com/lbrpc/lbrpc/health"
 	"github.com/lbrpc/lbrpc/middleware"
 	"github.com/lbrpc/lbrpc/picker"
 	"github.com/lbrpc/lbrpc/registry"
@@ -35,10 +39,17 @@ type config struct {
 	perAttempt []middleware.Middleware
 	chain      []middleware.Middleware // WithChain: replaces all of the above
 	chainSet   bool
+
+	outlier     *OutlierDetection   // nil: off
+	nodeBreaker *gobreaker.Settings // nil: off
+	healthCheck *HealthCheck        // nil: off
+	slowStart   *SlowStart          // nil: off
+	now         func() time.Time    // the clock of ejections and slow start
 }
 
 func defaultConfig() config {
-	return config{picker: picker.RoundRobin()}
+	od := OutlierDetection{}.withDefaults()
+	return config{picker: picker.RoundRobin(), outlier: &od, now: time.Now}
 }
 
 // WithRegistry sets where the client finds its nodes. Required.
@@ -212,4 +223,260 @@ func (c *config) middleware() ([]middleware.Middleware, error) {
 		mws = append(mws, middleware.TracingAttempts(c.tp))
 	}
 	return append(mws, c.perAttempt...), nil
+}
+
+// OutlierDetection configures passive outlier ejection, Envoy's
+// "consecutive gateway failure" detector: a node whose calls fail at the
+// transport level Consecutive times in a row is ejected (taken out of the
+// ready set) for BaseEjection times the number of times it was ejected,
+// capped at MaxEjection, then returns. Zero fields take the defaults.
+//
+// What counts as a failure: no answer from the node, that is a
+// *transport.Error, including a failed dial and a timed-out call (the
+// deadline counts). An answer resets the streak, even an rpc.ServerError
+// (the method ran), and so does a success. A call cancelled by its caller
+// counts neither way, nor does one the transport refused to send while it
+// waits to redial the node (transport.ErrNodeDown: the node is already out
+// of the ready set, as unreachable).
+//
+// Outlier detection is on by default, with the defaults below: a client that
+// keeps sending calls to a node that does not answer is not load balancing.
+// Turn it off with Disable.
+type OutlierDetection struct {
+	// Consecutive is the number of failures in a row that ejects a node.
+	// Default 5.
+	Consecutive int
+	// BaseEjection is the first ejection's length; the nth lasts n times as
+	// long. For each BaseEjection a returned node then serves without being
+	// ejected, the count drops by one. Default 30s.
+	BaseEjection time.Duration
+	// MaxEjection caps an ejection's length. Default 300s, and never less
+	// than BaseEjection.
+	MaxEjection time.Duration
+	// MaxEjectedPercent caps the share of the node set ejected at once, in
+	// percent: a node is ejected only if the ejected nodes, it included,
+	// stay within it (so with the default 50, one of two nodes may be
+	// ejected, and a lone node never is). Default 50; 100 allows ejecting
+	// every node, in which case the client panics (see Client.Panicking).
+	MaxEjectedPercent int
+	// Disable turns outlier detection off.
+	Disable bool
+}
+
+func (o OutlierDetection) withDefaults() OutlierDetection {
+	if o.Consecutive == 0 {
+		o.Consecutive = 5
+	}
+	if o.BaseEjection == 0 {
+		o.BaseEjection = 30 * time.Second
+	}
+	if o.MaxEjection == 0 {
+		o.MaxEjection = max(300*time.Second, o.BaseEjection)
+	}
+	if o.MaxEjectedPercent == 0 {
+		o.MaxEjectedPercent = 50
+	}
+	return o
+}
+
+// WithOutlierDetection sets how nodes that stop answering are ejected (see
+// OutlierDetection; on by default). OutlierDetection{Disable: true} turns it
+// off.
+func WithOutlierDetection(o OutlierDetection) Option {
+	return func(c *config) error {
+		if o.Disable {
+			c.outlier = nil
+			return nil
+		}
+		if o.Consecutive < 0 || o.BaseEjection < 0 || o.MaxEjection < 0 {
+			return errors.New("lbrpc: negative outlier detection setting")
+		}
+		if o.MaxEjectedPercent < 0 || o.MaxEjectedPercent > 100 {
+			return errors.New("lbrpc: outlier detection's MaxEjectedPercent must be within 0..100")
+		}
+		o = o.withDefaults()
+		if o.MaxEjection < o.BaseEjection {
+			return errors.New("lbrpc: outlier detection's MaxEjection is below BaseEjection")
+		}
+		c.outlier = &o
+		return nil
+	}
+}
+
+// WithNodeBreaker gives each node a circuit breaker of its own (gobreaker,
+// one per node, separate from WithCircuitBreaker's client-wide one). A node
+// whose breaker is open leaves the ready set; once st.Timeout has passed
+// its breaker turns half-open and the node returns, and the next calls
+// picked for it are the breaker's probes: if they succeed the breaker
+// closes, if one fails it opens again. A call picked for a node whose
+// breaker refuses it (half-open with its probes in flight) is picked again
+// elsewhere, and fails with an error wrapping ErrNodeCircuitOpen, never
+// sent, only when no other node will do. In panic mode the breakers are
+// not consulted.
+//
+// Zero fields of st take gobreaker's defaults (open after more than 5
+// failures in a row, 60s open, one half-open probe), except that, as for
+// middleware.CircuitBreaker, an answer from the server (even an
+// rpc.ServerError) is a success, and a call cancelled by its caller or cut
+// by Close is not counted. Each breaker's Name is the node's address, and
+// st.OnStateChange, if set, sees every node's transitions. Off by default.
+func WithNodeBreaker(st gobreaker.Settings) Option {
+	return func(c *config) error {
+		if st.Timeout < 0 || st.Interval < 0 || st.BucketPeriod < 0 {
+			return errors.New("lbrpc: negative node breaker duration")
+		}
+		c.nodeBreaker = &st
+		return nil
+	}
+}
+
+// HealthCheck configures active health checks. Zero fields take the
+// defaults.
+type HealthCheck struct {
+	// Interval is the time between two probes of a node, jittered by up
+	// to 10% either way; a node's first probe comes at a random time within
+	// the first interval. Default 5s.
+	Interval time.Duration
+	// Timeout bounds each probe. Default 1s, or Interval if shorter.
+	Timeout time.Duration
+	// Unhealthy is the number of failed probes in a row that takes a
+	// healthy node out of the ready set. Default 3.
+	Unhealthy int
+	// Healthy is the number of passed probes in a row that brings an
+	// unhealthy node back. Default 2.
+	Healthy int
+	// Method is the net/rpc method called on the node, through the client's
+	// transport (the connection calls use), with a health.Request and a
+	// *health.Response; the probe passes when it answers health.Serving.
+	// Default "Health.Check" (health.Register). Servers may serve their own
+	// method of that shape.
+	Method string
+	// Service is sent as health.Request.Service: empty asks about the
+	// server as a whole.
+	Service string
+	// TCP probes by opening (and closing) a TCP connection to the node's
+	// address instead, with a plain net.Dialer rather than the transport's,
+	// for servers without a health service. Method and Service must be
+	// empty.
+	TCP bool
+}
+
+func (h HealthCheck) withDefaults() HealthCheck {
+	if h.Interval == 0 {
+		h.Interval = 5 * time.Second
+	}
+	if h.Timeout == 0 {
+		h.Timeout = min(time.Second, h.Interval)
+	}
+	if h.Unhealthy == 0 {
+		h.Unhealthy = 3
+	}
+	if h.Healthy == 0 {
+		h.Healthy = 2
+	}
+	if h.Method == "" && !h.TCP {
+		h.Method = health.Name + ".Check"
+	}
+	return h
+}
+
+// WithHealthCheck probes every node in the background, on an interval,
+// and keeps the nodes that fail h.Unhealthy probes in a row out of the
+// ready set until they pass h.Healthy in a row (see HealthCheck). A node is
+// presumed healthy until its probes say otherwise. The probes run in
+// goroutines owned by the client, one per node; Close stops them and waits.
+// Off by default.
+func WithHealthCheck(h HealthCheck) Option {
+	return func(c *config) error {
+		if h.Interval < 0 || h.Timeout < 0 || h.Unhealthy < 0 || h.Healthy < 0 {
+			return errors.New("lbrpc: negative health check setting")
+		}
+		if h.TCP && (h.Method != "" || h.Service != "") {
+			return errors.New("lbrpc: a TCP health check takes no Method or Service")
+		}
+		if h.Method != "" {
+			if dot := strings.LastIndexByte(h.Method, '.'); dot <= 0 || dot == len(h.Method)-1 {
+				return fmt.Errorf("%w: health check %q", ErrBadMethod, h.Method)
+			}
+		}
+		h = h.withDefaults()
+		c.healthCheck = &h
+		return nil
+	}
+}
+
+// SlowStart configures Envoy's slow start: a node that joins the set, or
+// returns to the ready set (after an ejection, a failed health check, an
+// open breaker or a lost connection), gets a growing part of its full share
+// of traffic over Window, so that a cold node (empty caches, JIT, pools
+// being filled) is not flooded. At time t after it joined, the node gets
+// about max(MinShare, (t/Window)^(1/Aggression)) of its full share.
+//
+// The nodes of the client's first set do not slow start (they are all
+// equally cold), nor does a node that returns when no other node is
+// serving.
+type SlowStart struct {
+	// Window is how long the ramp lasts. Required.
+	Window time.Duration
+	// Aggression shapes the ramp: 1 is linear, above 1 gives more traffic
+	// early, below 1 less. Default 1.
+	Aggression float64
+	// MinShare is the part of its share a node gets at the start, within
+	// (0, 1]. Default 0.1.
+	MinShare float64
+}
+
+func (s SlowStart) withDefaults() SlowStart {
+	if s.Aggression == 0 {
+		s.Aggression = 1
+	}
+	if s.MinShare == 0 {
+		s.MinShare = 0.1
+	}
+	return s
+}
+
+// share returns the part of its full share a node gets elapsed after it
+// began its slow start.
+func (s *SlowStart) share(elapsed time.Duration) float64 {
+	if elapsed >= s.Window {
+		return 1
+	}
+	f := max(float64(elapsed), 0) / float64(s.Window)
+	if s.Aggression != 1 {
+		f = math.Pow(f, 1/s.Aggression)
+	}
+	return max(s.MinShare, f)
+}
+
+// WithSlowStart ramps the traffic of joining and returning nodes (see
+// SlowStart). It works with any picker: when the picker picks a node in
+// slow start, the client keeps the pick with the node's current share as
+// probability, and otherwise picks again avoiding it. Off by default.
+func WithSlowStart(s SlowStart) Option {
+	return func(c *config) error {
+		if s.Window <= 0 {
+			return errors.New("lbrpc: slow start needs a positive window")
+		}
+		if s.Aggression < 0 || math.IsNaN(s.Aggression) || math.IsInf(s.Aggression, 0) {
+			return errors.New("lbrpc: slow start's Aggression must be positive")
+		}
+		if s.MinShare < 0 || s.MinShare > 1 || math.IsNaN(s.MinShare) {
+			return errors.New("lbrpc: slow start's MinShare must be within (0, 1]")
+		}
+		s = s.withDefaults()
+		c.slowStart = &s
+		return nil
+	}
+}
+
+// withClock sets the clock of ejections and slow start (tests).
+func withClock(now func() time.Time) Option {
+	return func(c *config) error {
+		if now == nil {
+			return errors.New("lbrpc: nil clock")
+		}
+		c.now = now
+		return nil
+	}
 }

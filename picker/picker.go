@@ -3,6 +3,7 @@ package picker
 import (
 	"context"
 	"errors"
+	"math/rand/v2"
 	"time"
 
 	"github.com/lbrpc/lbrpc/registry"
@@ -49,6 +50,34 @@ type DoneInfo struct {
 	Latency time.Duration
 }
 
+// Load is what a load-aware picker knows of one node.
+type Load struct {
+	// Addr is the node's address.
+	Addr string
+	// InFlight is the number of attempts picked for the node whose Done has
+	// not been called yet.
+	InFlight int64
+	// Latency is the node's latency estimate as of its last update:
+	// LeastLoaded's peak EWMA, in which failures count as at least its
+	// error penalty. Zero before the node's first outcome and for pickers
+	// that do not track latency.
+	Latency time.Duration
+	// Failures counts the node's attempts that ended in an error other than
+	// an rpc.ServerError (the node answered) or context.Canceled (the caller
+	// gave up), since the node joined the set.
+	Failures int64
+}
+
+// LoadReporter is implemented by pickers that track per-node load:
+// LeastLoaded, LeastRequest and ConsistentHash. The client finds it by type
+// assertion to show load in its node state.
+type LoadReporter interface {
+	// Loads returns one Load per node of the set last given to Update,
+	// drained nodes included, in the order of that set. It is safe for
+	// concurrent use and allocates the slice it returns.
+	Loads() []Load
+}
+
 // tried reports whether addr is in the list. Lists are short (one entry per
 // retry), so a scan beats a map.
 func tried(list []string, addr string) bool {
@@ -58,4 +87,42 @@ func tried(list []string, addr string) bool {
 		}
 	}
 	return false
+}
+
+// serving returns a copy of the nodes that take new calls. Weight 0 (or
+// less) means "drain", for every built-in picker: such a node gets no new
+// calls while another node has a positive weight. When every node is
+// drained, all of them serve: a set that is all drained is more likely a
+// registry that sets no weights than a request to fail every call.
+func serving(nodes []registry.Node) []registry.Node {
+	out := make([]registry.Node, 0, len(nodes))
+	for _, n := range nodes {
+		if n.Weight > 0 {
+			out = append(out, n)
+		}
+	}
+	if len(out) == 0 {
+		out = append(out, nodes...)
+	}
+	return out
+}
+
+// source draws the random numbers of a picker: the runtime's per-thread
+// generator (math/rand/v2's top-level functions), which is safe for
+// concurrent use and does not lock, unless a test seeded one.
+type source struct {
+	seeded *rand.Rand // tests and simulations only; not safe for concurrent use
+}
+
+func (s *source) uint64() uint64 {
+	if s.seeded != nil {
+		return s.seeded.Uint64()
+	}
+	return rand.Uint64()
+}
+
+// below returns a number in [0, n) from the high 32 bits of r (Lemire's
+// multiply-shift: no division). n must be below 2^32.
+func below(r uint64, n int) int {
+	return int((r >> 32) * uint64(n) >> 32)
 }

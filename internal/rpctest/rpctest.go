@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/lbrpc/lbrpc/health"
 )
 
 // Mode is how a server speaks.
@@ -23,11 +25,14 @@ const (
 	HTTP             // rpc.HandleHTTP at rpc.DefaultRPCPath
 )
 
-// Server is one net/rpc server on 127.0.0.1 serving the service "Hello".
-// Its methods are safe for concurrent use.
+// Server is one net/rpc server on 127.0.0.1 serving the service "Hello"
+// and the health service (package health). Its methods are safe for
+// concurrent use.
 type Server struct {
 	Addr string
 	mode Mode
+
+	health *health.Service // kept across restarts
 
 	calls   atomic.Int64
 	latency atomic.Int64 // nanoseconds
@@ -47,7 +52,7 @@ func Start(t testing.TB, n int, mode Mode) []*Server {
 	t.Helper()
 	out := make([]*Server, n)
 	for i := range out {
-		s := &Server{mode: mode}
+		s := &Server{mode: mode, health: health.New()}
 		if err := s.listen("127.0.0.1:0"); err != nil {
 			t.Fatal(err)
 		}
@@ -132,6 +137,10 @@ func (s *Server) SetError(msg string) {
 	s.fail.Store(&msg)
 }
 
+// SetServing sets what the server's health service answers (serving at
+// start). It does not change how Hello answers.
+func (s *Server) SetServing(serving bool) { s.health.SetServing(serving) }
+
 // Hang makes the server accept new connections and never read from them, as
 // a hung process does. Existing connections keep working.
 func (s *Server) Hang(on bool) { s.hangs.Store(on) }
@@ -175,6 +184,10 @@ func (s *Server) listen(addr string) error {
 	}
 	srv := rpc.NewServer()
 	if err := srv.RegisterName("Hello", &Hello{s: s}); err != nil {
+		ln.Close()
+		return err
+	}
+	if err := srv.RegisterName(health.Name, s.health); err != nil {
 		ln.Close()
 		return err
 	}

@@ -1,0 +1,189 @@
+package picker
+
+import (
+	"context"
+	"errors"
+	"net/rpc"
+	"sync"
+	"sync/atomic"
+
+	"github.com/lbrpc/lbrpc/registry"
+)
+
+// nodeState is what a load-aware picker knows of one node. It outlives
+// snapshots: Update carries it over, by address, for the nodes that stay, so
+// that neither in-flight counts nor latency are reset by a node-set change.
+type nodeState struct {
+	inflight atomic.Int64
+	failures atomic.Int64
+
+	// Latency, kept by LeastLoaded only (see leastloaded.go).
+	ewma  atomic.Uint64 // float64 bits of the estimate in ns; 0 before the first sample
+	stamp atomic.Int64  // clock reading of the estimate's last change
+	batch atomic.Uint64 // samples not folded in yet: sum of ns<<countBits | count
+	mu    sync.Mutex    // serialises the writers of ewma and stamp
+
+	addr  string
+	done  func(DoneInfo) // the finish method value, bound once so that Done does not allocate
+	ll    *leastLoaded   // nil unless the picker tracks latency
+	total *atomic.Int64  // the picker's in-flight total; nil unless it keeps one
+
+	_ [32]byte // keeps the hot counters of two nodes off one cache line
+}
+
+func newNodeState(addr string, ll *leastLoaded, total *atomic.Int64) *nodeState {
+	s := &nodeState{addr: addr, ll: ll, total: total}
+	s.done = s.finish
+	return s
+}
+
+// pick counts one more attempt in flight.
+func (s *nodeState) pick() {
+	s.inflight.Add(1)
+	if s.total != nil {
+		s.total.Add(1)
+	}
+}
+
+// finish is Result.Done. It does not allocate.
+func (s *nodeState) finish(d DoneInfo) {
+	s.inflight.Add(-1)
+	if s.total != nil {
+		s.total.Add(-1)
+	}
+	o := classify(d.Err)
+	if o == timedOut || o == failed {
+		s.failures.Add(1)
+	}
+	if s.ll != nil {
+		s.ll.observe(s, o, d.Latency)
+	}
+}
+
+// load returns the calls in flight; never negative, even if a caller calls
+// Done twice.
+func (s *nodeState) load() int64 { return max(s.inflight.Load(), 0) }
+
+// outcome is what an attempt's error says about the node.
+type outcome uint8
+
+const (
+	answered  outcome = iota // nil or rpc.ServerError: the node answered
+	cancelled                // context.Canceled: the caller gave up; says nothing of the node
+	timedOut                 // context.DeadlineExceeded: the node took at least the latency
+	failed                   // anything else: the node failed, often fast
+)
+
+func classify(err error) outcome {
+	switch {
+	case err == nil:
+		return answered
+	case errors.Is(err, context.Canceled):
+		return cancelled
+	case errors.Is(err, context.DeadlineExceeded):
+		return timedOut
+	}
+	if _, ok := errors.AsType[rpc.ServerError](err); ok {
+		return answered
+	}
+	return failed
+}
+
+// loadSnapshot is the immutable node set of a load-aware picker.
+type loadSnapshot struct {
+	serving []entry      // the serving nodes (see serving)
+	all     []*nodeState // every node of the set, drained ones included, in set order
+}
+
+// entry is a serving node and its state, side by side so that a pick reads
+// one cache line per candidate.
+type entry struct {
+	st   *nodeState
+	node registry.Node
+}
+
+// newLoadSnapshot builds the snapshot for nodes, reusing old's state for the
+// addresses that stay and calling fresh for the others.
+func newLoadSnapshot(old *loadSnapshot, nodes []registry.Node, fresh func(addr string) *nodeState) *loadSnapshot {
+	prev := make(map[string]*nodeState, len(old.all))
+	for _, st := range old.all {
+		prev[st.addr] = st
+	}
+	s := &loadSnapshot{all: make([]*nodeState, 0, len(nodes))}
+	byAddr := make(map[string]*nodeState, len(nodes))
+	for _, n := range nodes {
+		if _, dup := byAddr[n.Addr]; dup {
+			continue
+		}
+		st := prev[n.Addr]
+		if st == nil {
+			st = fresh(n.Addr)
+		}
+		byAddr[n.Addr] = st
+		s.all = append(s.all, st)
+	}
+	for _, n := range serving(nodes) {
+		s.serving = append(s.serving, entry{st: byAddr[n.Addr], node: n})
+	}
+	return s
+}
+
+// loads reports in-flight calls and failures of every node in s.
+func (s *loadSnapshot) loads() []Load {
+	out := make([]Load, len(s.all))
+	for i, st := range s.all {
+		out[i] = Load{Addr: st.addr, InFlight: st.load(), Failures: st.failures.Load()}
+	}
+	return out
+}
+
+// p2c is the power of two choices: it draws two distinct nodes at random
+// and returns the index of the one better prefers. It prefers nodes not in
+// list (Info.Tried); when every node was tried, it chooses among all. There must be at
+// least one node.
+func p2c(es []entry, r uint64, list []string, better func(a, b *nodeState) bool) int {
+	n := len(es)
+	if n == 1 {
+		return 0
+	}
+	i := below(r, n)
+	j := below(r<<32, n-1)
+	if j >= i {
+		j++
+	}
+	if len(list) > 0 {
+		ti, tj := tried(list, es[i].st.addr), tried(list, es[j].st.addr)
+		switch {
+		case ti && tj:
+			i, j = untriedPair(es, i, j, list)
+		case ti:
+			return j
+		case tj:
+			return i
+		}
+	}
+	if better(es[j].st, es[i].st) {
+		return j
+	}
+	return i
+}
+
+// untriedPair scans from i for two nodes not in list. It returns them; one
+// twice if only one is untried; i and j unchanged if every node was tried.
+func untriedPair(es []entry, i, j int, list []string) (int, int) {
+	first := -1
+	for k := range es {
+		x := (i + k) % len(es)
+		if tried(list, es[x].node.Addr) {
+			continue
+		}
+		if first >= 0 {
+			return first, x
+		}
+		first = x
+	}
+	if first >= 0 {
+		return first, first
+	}
+	return i, j
+}

@@ -16,7 +16,8 @@ type Node struct {
 	// Addr is the dial address, usually "host:port".
 	Addr string
 	// Weight is the node's relative capacity for weighted pickers.
-	// Zero means "drain": weighted pickers send it no new calls.
+	// Zero (or less) means "drain": no built-in picker sends it new calls,
+	// unless every node is drained.
 	// Static and the other built-in registries set 1 when the source gives none.
 	Weight int
 	// Meta holds free-form labels (zone, version, ...). Treat it as read-only:

@@ -26,6 +26,7 @@ import (
 // (WithNodeBreaker) and those failing their health check
 // (WithHealthCheck). State shows each node's standing.
 type Client struct {
+	epoch    time.Time // origin of the latencies measured for the picker
 	cfg      config
 	invoke   middleware.Invoker
 	picker   picker.Picker
@@ -91,6 +92,7 @@ func New(opts ...Option) (*Client, error) {
 		return nil, fmt.Errorf("lbrpc: watching registry: %w", err)
 	}
 	c := &Client{
+		epoch:   time.Now(),
 		cfg:     cfg,
 		picker:  cfg.picker,
 		tr:      tr,
@@ -285,13 +287,13 @@ func (c *Client) attempt(ctx context.Context, call *middleware.Call) error {
 		info.Tried = decline(res, info.Tried)
 	}
 	call.Addr = res.Node.Addr
-	var start time.Time
+	var start time.Duration
 	if res.Done != nil {
-		start = time.Now()
+		start = time.Since(c.epoch) // the monotonic clock alone: half the cost of time.Now
 	}
 	err := c.tr.Call(ctx, call.Addr, call.ServiceMethod, call.Args, call.Reply)
 	if res.Done != nil {
-		res.Done(picker.DoneInfo{Err: err, Latency: time.Since(start)})
+		res.Done(picker.DoneInfo{Err: err, Latency: time.Since(c.epoch) - start})
 	}
 	if onDone != nil {
 		onDone(err)

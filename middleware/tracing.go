@@ -11,6 +11,7 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	semconv "go.opentelemetry.io/otel/semconv/v1.37.0"
 	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 )
 
 const tracerName = "github.com/lbrpc/lbrpc/middleware"
@@ -27,6 +28,11 @@ const RPCSystem = "go_net_rpc"
 // Attempts are traced by TracingAttempts, placed inside Retry, as child
 // spans; lbrpc.WithTracing installs both.
 func Tracing(tp trace.TracerProvider) Middleware {
+	if _, ok := tp.(noop.TracerProvider); ok {
+		// A no-op provider makes no spans: skip the link, and the context
+		// it would allocate per call.
+		return func(next Invoker) Invoker { return next }
+	}
 	tracer := tracerOf(tp)
 	// Made once: an option converted to an interface per call allocates.
 	start := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindClient)}

@@ -36,18 +36,6 @@ func newClient(t *testing.T, servers []*rpctest.Server, opts ...lbrpc.Option) *l
 	return c
 }
 
-// eventually polls cond until it holds or a generous bound passes.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
 func TestRoundRobinSpreadsEvenly(t *testing.T) {
 	servers := rpctest.Start(t, 3, rpctest.Gob)
 	c := newClient(t, servers, lbrpc.WithPicker(picker.RoundRobin()), lbrpc.WithRetry(3))
@@ -159,7 +147,7 @@ func TestRestartedNodeComesBack(t *testing.T) {
 	if err := servers[0].Restart(); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "restarted node to get calls", func() bool {
+	rpctest.Eventually(t, "restarted node to get calls", func() bool {
 		call()
 		return servers[0].Calls() > 0
 	})
@@ -290,11 +278,11 @@ func TestRegistryUpdatesFollowedWithoutFailures(t *testing.T) {
 	}
 	for _, step := range steps {
 		sets <- nodes(step...)
-		eventually(t, "client to take the new set", func() bool { return len(c.Nodes()) == len(step) })
+		rpctest.Eventually(t, "client to take the new set", func() bool { return len(c.Nodes()) == len(step) })
 		// Every node of the set must now receive calls.
 		for _, s := range step {
 			base := s.Calls()
-			eventually(t, "new node to get calls", func() bool { return s.Calls() > base })
+			rpctest.Eventually(t, "new node to get calls", func() bool { return s.Calls() > base })
 		}
 	}
 	cancel()
@@ -321,13 +309,13 @@ func TestRemovedNodeDrains(t *testing.T) {
 		var reply string
 		result <- c.Call(context.Background(), "Hello.Say", "slow", &reply)
 	}()
-	eventually(t, "the slow call to start", func() bool { return servers[0].Calls() == 1 })
+	rpctest.Eventually(t, "the slow call to start", func() bool { return servers[0].Calls() == 1 })
 	sets <- nodes(servers[1])
 	if err := <-result; err != nil {
 		t.Fatalf("call in flight on a removed node failed: %v", err)
 	}
 	pool := c.Transport().(*transport.Pool)
-	eventually(t, "removed node to leave the pool", func() bool {
+	rpctest.Eventually(t, "removed node to leave the pool", func() bool {
 		st := pool.State()
 		return len(st) == 1 && st[0].Addr == servers[1].Addr
 	})
@@ -560,7 +548,7 @@ func TestCloseFailsPendingCalls(t *testing.T) {
 		go func() { results <- c.Call(context.Background(), "Hello.Say", "x", &replies[i]) }()
 	}
 	call := c.Go(context.Background(), "Hello.Say", "x", new(string), nil)
-	eventually(t, "calls to reach the server", func() bool { return servers[0].Calls() == n+1 })
+	rpctest.Eventually(t, "calls to reach the server", func() bool { return servers[0].Calls() == n+1 })
 	c.Close()
 	for i := 0; i < n; i++ {
 		if err := <-results; !errors.Is(err, lbrpc.ErrClosed) {
@@ -599,7 +587,7 @@ func TestNoWriteAfterReturn(t *testing.T) {
 	}
 	// Let the late answers arrive, so a late write would have happened.
 	servers[0].SetLatency(0)
-	eventually(t, "the node to answer again", func() bool {
+	rpctest.Eventually(t, "the node to answer again", func() bool {
 		var reply string
 		return c.Call(context.Background(), "Hello.Say", "x", &reply) == nil
 	})
@@ -769,7 +757,7 @@ func TestNonIdempotentNotResent(t *testing.T) {
 			servers[1].SetLatency(time.Hour)
 			errc := make(chan error, 1)
 			go func() { errc <- c.Call(context.Background(), "Hello.Say", "x", &reply) }()
-			eventually(t, "the call to reach a server", func() bool { return servers[0].Calls()+servers[1].Calls() == 3 })
+			rpctest.Eventually(t, "the call to reach a server", func() bool { return servers[0].Calls()+servers[1].Calls() == 3 })
 			first, other := servers[0], servers[1]
 			if other.Calls() == 2 {
 				first, other = other, first

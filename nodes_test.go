@@ -52,7 +52,7 @@ func mustCall(t *testing.T, c *lbrpc.Client, n int) {
 // to hung nodes time out, and count as failures.
 func hangUntil(t *testing.T, c *lbrpc.Client, what string, cond func() bool) {
 	t.Helper()
-	eventually(t, what, func() bool {
+	rpctest.Eventually(t, what, func() bool {
 		callWithin(c, 50*time.Millisecond)
 		return cond()
 	})
@@ -102,11 +102,11 @@ func TestOutlierEjectedAndReturns(t *testing.T) {
 	}
 
 	bad.SetLatency(0)
-	eventually(t, "the node to return after its ejection", func() bool { return stateOf(t, c, bad.Addr).Ready })
+	rpctest.Eventually(t, "the node to return after its ejection", func() bool { return stateOf(t, c, bad.Addr).Ready })
 	if s := stateOf(t, c, bad.Addr); s.Ejected || s.Failures != 0 {
 		t.Fatalf("returned node's state = %+v, want not ejected, no failures", s)
 	}
-	eventually(t, "the returned node to get calls", func() bool {
+	rpctest.Eventually(t, "the returned node to get calls", func() bool {
 		mustCall(t, c, 1)
 		return bad.Calls() > got
 	})
@@ -130,7 +130,7 @@ func TestOutlierIgnoresAnswersAndCancellations(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		errc := make(chan error, 1)
 		go func() { errc <- c.Call(ctx, "Hello.Say", "x", &reply) }()
-		eventually(t, "the call to reach a server", func() bool { return servers[0].Calls()+servers[1].Calls() == base+int64(i+1) })
+		rpctest.Eventually(t, "the call to reach a server", func() bool { return servers[0].Calls()+servers[1].Calls() == base+int64(i+1) })
 		cancel()
 		if err := <-errc; !errors.Is(err, context.Canceled) {
 			t.Fatalf("err = %v, want context.Canceled", err)
@@ -177,7 +177,7 @@ func TestOutlierMaxEjectedPercent(t *testing.T) {
 	// ejection is refused, and the streak starts over (as Envoy does).
 	base, need := third.Calls(), int64(max(0, 2-stateOf(t, c, third.Addr).Failures))
 	hangUntil(t, c, "the third hung node to fail enough", func() bool { return third.Calls() >= base+need })
-	eventually(t, "the refused ejection to reset the streak", func() bool { return stateOf(t, c, third.Addr).Failures == 0 })
+	rpctest.Eventually(t, "the refused ejection to reset the streak", func() bool { return stateOf(t, c, third.Addr).Failures == 0 })
 	if got := ejected(); len(got) != 2 {
 		t.Fatalf("ejected %v, want 2 of 4 nodes", got)
 	}
@@ -206,7 +206,7 @@ func TestOutlierPanicWhenAllEjected(t *testing.T) {
 		st := c.State()
 		return st[0].Ejected && st[1].Ejected
 	})
-	eventually(t, "panic mode", c.Panicking)
+	rpctest.Eventually(t, "panic mode", c.Panicking)
 	for _, s := range c.State() {
 		if s.Ready {
 			t.Fatalf("state = %+v in panic mode, want not ready", s)
@@ -260,7 +260,7 @@ func TestNodeBreakerOpensAndProbeCloses(t *testing.T) {
 	mustCall(t, c, 2)
 	bad.SetLatency(time.Hour)
 	hangUntil(t, c, "the breaker to open", func() bool { return stateOf(t, c, bad.Addr).Breaker == gobreaker.StateOpen })
-	eventually(t, "the node to leave the ready set", func() bool { return !stateOf(t, c, bad.Addr).Ready })
+	rpctest.Eventually(t, "the node to leave the ready set", func() bool { return !stateOf(t, c, bad.Addr).Ready })
 	got := bad.Calls()
 	mustCall(t, c, 20)
 	if bad.Calls() != got {
@@ -268,14 +268,14 @@ func TestNodeBreakerOpensAndProbeCloses(t *testing.T) {
 	}
 
 	bad.SetLatency(0)
-	eventually(t, "the node to return half-open", func() bool {
+	rpctest.Eventually(t, "the node to return half-open", func() bool {
 		s := stateOf(t, c, bad.Addr)
 		return s.Ready && s.Breaker == gobreaker.StateHalfOpen
 	})
 	if bad.Calls() != got {
 		t.Fatal("the half-open node got a call before the probe")
 	}
-	eventually(t, "the probe to close the breaker", func() bool {
+	rpctest.Eventually(t, "the probe to close the breaker", func() bool {
 		mustCall(t, c, 1)
 		return stateOf(t, c, bad.Addr).Breaker == gobreaker.StateClosed
 	})
@@ -311,7 +311,7 @@ func TestNodeBreakerRefusalIsUnsent(t *testing.T) {
 			bad.SetLatency(time.Hour)
 			hangUntil(t, c, "the breaker to open", func() bool { return stateOf(t, c, bad.Addr).Breaker == gobreaker.StateOpen })
 			bad.SetLatency(300 * time.Millisecond)
-			eventually(t, "the node to return half-open", func() bool {
+			rpctest.Eventually(t, "the node to return half-open", func() bool {
 				s := stateOf(t, c, bad.Addr)
 				return s.Ready && s.Breaker == gobreaker.StateHalfOpen && !c.Panicking()
 			})
@@ -320,7 +320,7 @@ func TestNodeBreakerRefusalIsUnsent(t *testing.T) {
 			probe := make(chan error, 1)
 			for bad.Calls() == base {
 				go func() { probe <- callWithin(c, 10*time.Second) }()
-				eventually(t, "a call to end or reach the bad node", func() bool { return len(probe) > 0 || bad.Calls() > base })
+				rpctest.Eventually(t, "a call to end or reach the bad node", func() bool { return len(probe) > 0 || bad.Calls() > base })
 				if bad.Calls() == base {
 					if err := <-probe; err != nil {
 						t.Fatalf("call to the other node: %v", err)
@@ -349,7 +349,7 @@ func TestNodeBreakerRefusalIsUnsent(t *testing.T) {
 			if err := <-probe; err != nil {
 				t.Fatalf("probe: %v", err)
 			}
-			eventually(t, "the breaker to close", func() bool { return stateOf(t, c, bad.Addr).Breaker == gobreaker.StateClosed })
+			rpctest.Eventually(t, "the breaker to close", func() bool { return stateOf(t, c, bad.Addr).Breaker == gobreaker.StateClosed })
 		})
 	}
 }
@@ -374,7 +374,7 @@ func TestHealthCheckRPC(t *testing.T) {
 			mustCall(t, c, 3)
 			bad := servers[0]
 			bad.SetServing(false)
-			eventually(t, "the node to turn unhealthy and leave the ready set", func() bool {
+			rpctest.Eventually(t, "the node to turn unhealthy and leave the ready set", func() bool {
 				s := stateOf(t, c, bad.Addr)
 				return !s.Healthy && !s.Ready
 			})
@@ -387,8 +387,8 @@ func TestHealthCheckRPC(t *testing.T) {
 				t.Fatalf("unhealthy node got %d calls", bad.Calls()-got)
 			}
 			bad.SetServing(true)
-			eventually(t, "the node to turn healthy", func() bool { return stateOf(t, c, bad.Addr).Ready })
-			eventually(t, "the node to get calls again", func() bool {
+			rpctest.Eventually(t, "the node to turn healthy", func() bool { return stateOf(t, c, bad.Addr).Ready })
+			rpctest.Eventually(t, "the node to get calls again", func() bool {
 				mustCall(t, c, 1)
 				return bad.Calls() > got
 			})
@@ -407,14 +407,14 @@ func TestHealthCheckTCP(t *testing.T) {
 	bad := servers[0]
 	bad.SetServing(false) // not asked: the probe only connects
 	bad.Kill()
-	eventually(t, "the killed node to turn unhealthy", func() bool { return !stateOf(t, c, bad.Addr).Healthy })
+	rpctest.Eventually(t, "the killed node to turn unhealthy", func() bool { return !stateOf(t, c, bad.Addr).Healthy })
 	if !stateOf(t, c, servers[1].Addr).Healthy {
 		t.Fatal("the live node turned unhealthy")
 	}
 	if err := bad.Restart(); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the restarted node to turn healthy", func() bool { return stateOf(t, c, bad.Addr).Healthy })
+	rpctest.Eventually(t, "the restarted node to turn healthy", func() bool { return stateOf(t, c, bad.Addr).Healthy })
 }
 
 // When every node fails its health check the client panics and still
@@ -425,14 +425,14 @@ func TestHealthCheckPanic(t *testing.T) {
 	for _, s := range servers {
 		s.SetServing(false)
 	}
-	eventually(t, "panic mode", c.Panicking)
+	rpctest.Eventually(t, "panic mode", c.Panicking)
 	base0, base1 := servers[0].Calls(), servers[1].Calls()
 	mustCall(t, c, 10)
 	if servers[0].Calls() == base0 || servers[1].Calls() == base1 {
 		t.Fatal("panic mode did not use every node")
 	}
 	servers[1].SetServing(true)
-	eventually(t, "panic mode to end", func() bool { return !c.Panicking() })
+	rpctest.Eventually(t, "panic mode to end", func() bool { return !c.Panicking() })
 	base0 = servers[0].Calls()
 	mustCall(t, c, 10)
 	if servers[0].Calls() != base0 {
@@ -499,7 +499,7 @@ func testSlowStartRamps(t *testing.T, p picker.Picker, exact bool) {
 		}
 	}
 	sets <- nodes(servers...)
-	eventually(t, "the third node to join", func() bool { return len(c.State()) == 3 })
+	rpctest.Eventually(t, "the third node to join", func() bool { return len(c.State()) == 3 })
 	joiner := servers[2]
 
 	const calls = 1200
@@ -558,7 +558,7 @@ func TestStateReportsPickerLoads(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() { done <- callWithin(c, 10*time.Second) }()
-	eventually(t, "the call to be in flight", func() bool {
+	rpctest.Eventually(t, "the call to be in flight", func() bool {
 		st := c.State()
 		return st[0].InFlight+st[1].InFlight == 1
 	})
@@ -587,7 +587,7 @@ func TestStateDefaults(t *testing.T) {
 	servers[1].SetLatency(time.Hour)
 	done := make(chan error, 1)
 	go func() { done <- callWithin(c, 10*time.Second) }()
-	eventually(t, "the call to be in flight", func() bool {
+	rpctest.Eventually(t, "the call to be in flight", func() bool {
 		st := c.State()
 		return st[0].InFlight+st[1].InFlight == 1
 	})

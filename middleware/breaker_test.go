@@ -12,6 +12,7 @@ import (
 
 	"github.com/sony/gobreaker/v2"
 
+	"github.com/lbrpc/lbrpc/internal/rpctest"
 	"github.com/lbrpc/lbrpc/middleware"
 	"github.com/lbrpc/lbrpc/picker"
 	"github.com/lbrpc/lbrpc/transport"
@@ -228,7 +229,7 @@ func trip(t *testing.T, b *breakerOver, probe error) error {
 		t.Fatalf("err = %v, want ErrCircuitOpen after a failure", err)
 	}
 	var err error
-	eventually(t, "a half-open probe", func() bool {
+	rpctest.Eventually(t, "a half-open probe", func() bool {
 		err = b.call(probe)
 		return !isOpen(err)
 	})
@@ -459,27 +460,10 @@ func TestCircuitBreakerConcurrent(t *testing.T) {
 // against the bare send step.
 func BenchmarkCircuitBreaker(b *testing.B) {
 	send := func(context.Context, *middleware.Call) error { return nil }
-	for _, bc := range []struct {
-		name   string
-		invoke middleware.Invoker
-	}{
+	benchInvokers(b, []benchCase{
 		{"baseline", send},
 		{"closed", middleware.CircuitBreaker(gobreaker.Settings{})(send)},
-	} {
-		b.Run(bc.name, func(b *testing.B) {
-			b.ReportAllocs()
-			b.RunParallel(func(pb *testing.PB) {
-				ctx := context.Background()
-				call := new(middleware.Call) // reused: the allocations reported are the middleware's
-				for pb.Next() {
-					*call = middleware.Call{ServiceMethod: "HelloService.Say"}
-					if err := bc.invoke(ctx, call); err != nil {
-						b.Fatal(err)
-					}
-				}
-			})
-		})
-	}
+	})
 	b.Run("open", func(b *testing.B) {
 		invoke := middleware.CircuitBreaker(gobreaker.Settings{
 			ReadyToTrip: middleware.ConsecutiveFailures(1),

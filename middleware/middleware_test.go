@@ -8,7 +8,6 @@ import (
 	"sync"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/sony/gobreaker/v2"
 	"go.opentelemetry.io/otel/trace"
@@ -92,19 +91,6 @@ func record(log *[]string, name string) middleware.Middleware {
 			*log = append(*log, name)
 			return next(ctx, call)
 		}
-	}
-}
-
-// eventually polls cond until it holds, failing the test after a generous
-// bound.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
 	}
 }
 
@@ -237,4 +223,30 @@ func BenchmarkChain(b *testing.B) {
 	b.Run("baseline", func(b *testing.B) { run(b, send) })
 	b.Run("empty", func(b *testing.B) { run(b, middleware.Chain()(send)) })
 	b.Run("default", func(b *testing.B) { run(b, defaultChain(noopTP)(send)) })
+}
+
+// benchCase is one invoker to time.
+type benchCase struct {
+	name   string
+	invoke middleware.Invoker
+}
+
+// benchInvokers times each invoker in parallel with one reused Call per
+// goroutine, so the allocations reported are the invoker's own.
+func benchInvokers(b *testing.B, cases []benchCase) {
+	for _, bc := range cases {
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				ctx := context.Background()
+				call := new(middleware.Call)
+				for pb.Next() {
+					*call = middleware.Call{ServiceMethod: "HelloService.Say"}
+					if err := bc.invoke(ctx, call); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		})
+	}
 }

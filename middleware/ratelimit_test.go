@@ -219,27 +219,10 @@ func TestRateLimitedNotRetried(t *testing.T) {
 // against the bare send step.
 func BenchmarkRateLimit(b *testing.B) {
 	send := func(context.Context, *middleware.Call) error { return nil }
-	for _, bc := range []struct {
-		name   string
-		invoke middleware.Invoker
-	}{
+	benchInvokers(b, []benchCase{
 		{"baseline", send},
 		{"failfast", middleware.RateLimit(rate.NewLimiter(1e12, 1e9), middleware.FailFast)(send)},
 		{"wait", middleware.RateLimit(rate.NewLimiter(1e12, 1e9), middleware.Wait)(send)},
 		{"wait-inf", middleware.RateLimit(rate.NewLimiter(rate.Inf, 0), middleware.Wait)(send)},
-	} {
-		b.Run(bc.name, func(b *testing.B) {
-			b.ReportAllocs()
-			b.RunParallel(func(pb *testing.PB) {
-				ctx := context.Background()
-				call := new(middleware.Call) // reused: the allocations reported are the middleware's
-				for pb.Next() {
-					*call = middleware.Call{ServiceMethod: "HelloService.Say"}
-					if err := bc.invoke(ctx, call); err != nil {
-						b.Fatal(err)
-					}
-				}
-			})
-		})
-	}
+	})
 }

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lbrpc/lbrpc/internal/rpctest"
 	"github.com/lbrpc/lbrpc/middleware"
 	"github.com/lbrpc/lbrpc/picker"
 	"github.com/lbrpc/lbrpc/transport"
@@ -327,7 +328,7 @@ func TestRetryCancelDuringBackoff(t *testing.T) {
 		_, err := run(ctx, p, f, "S.M")
 		done <- err
 	}()
-	eventually(t, "the first attempt", func() bool { return f.attempts() == 1 })
+	rpctest.Eventually(t, "the first attempt", func() bool { return f.attempts() == 1 })
 	cancel()
 	select {
 	case err := <-done:
@@ -496,29 +497,12 @@ func BenchmarkRetryNoError(b *testing.B) {
 		call.Addr = "10.0.0.1:4000"
 		return nil
 	}
-	for _, bc := range []struct {
-		name   string
-		invoke middleware.Invoker
-	}{
+	benchInvokers(b, []benchCase{
 		{"baseline", send},
 		{"retry", middleware.Retry(middleware.RetryPolicy{Max: 3})(send)},
 		{"retry-no-deposit", middleware.Retry(middleware.RetryPolicy{Max: 3,
 			Budget: middleware.NewRetryBudget(0, 10)})(send)},
-	} {
-		b.Run(bc.name, func(b *testing.B) {
-			b.ReportAllocs()
-			b.RunParallel(func(pb *testing.PB) {
-				ctx := context.Background()
-				call := new(middleware.Call) // reused: the allocations reported are the middleware's
-				for pb.Next() {
-					*call = middleware.Call{ServiceMethod: "HelloService.Say"}
-					if err := bc.invoke(ctx, call); err != nil {
-						b.Fatal(err)
-					}
-				}
-			})
-		})
-	}
+	})
 }
 
 // BenchmarkRetryOnce times a call whose first attempt fails and whose retry

@@ -352,27 +352,10 @@ func BenchmarkTracingNoop(b *testing.B) {
 		never.Shutdown(context.Background())
 		always.Shutdown(context.Background())
 	})
-	for _, bc := range []struct {
-		name   string
-		invoke middleware.Invoker
-	}{
+	benchInvokers(b, []benchCase{
 		{"baseline", send},
 		{"noop", traced(noopTP)},
 		{"sdk-never-sample", traced(never)},
 		{"sdk-sampled", traced(always)},
-	} {
-		b.Run(bc.name, func(b *testing.B) {
-			b.ReportAllocs()
-			b.RunParallel(func(pb *testing.PB) {
-				ctx := context.Background()
-				call := new(middleware.Call) // reused: the allocations reported are the middleware's
-				for pb.Next() {
-					*call = middleware.Call{ServiceMethod: "HelloService.Say"}
-					if err := bc.invoke(ctx, call); err != nil {
-						b.Fatal(err)
-					}
-				}
-			})
-		})
-	}
+	})
 }

@@ -27,17 +27,6 @@ func newPool(t *testing.T, opts ...transport.Option) *transport.Pool {
 	return p
 }
 
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
 func state(p *transport.Pool, addr string) transport.NodeState {
 	for _, s := range p.State() {
 		if s.Addr == addr {
@@ -139,20 +128,20 @@ func TestBrokenConnectionRedials(t *testing.T) {
 		var r string
 		errc <- p.Call(context.Background(), s.Addr, "Hello.Say", "x", &r)
 	}()
-	eventually(t, "the call to reach the server", func() bool { return s.Calls() == 2 })
+	rpctest.Eventually(t, "the call to reach the server", func() bool { return s.Calls() == 2 })
 	s.Kill()
 	err := <-errc
 	var te *transport.Error
 	if !errors.As(err, &te) || te.Op != transport.OpCall || te.Unsent() {
 		t.Fatalf("err = %v, want a call error that may have been sent", err)
 	}
-	eventually(t, "the node to be marked down", func() bool { return !p.Reachable(s.Addr) })
+	rpctest.Eventually(t, "the node to be marked down", func() bool { return !p.Reachable(s.Addr) })
 	s.SetLatency(0)
 	if err := s.Restart(); err != nil {
 		t.Fatal(err)
 	}
 	// No call is made: the background redial alone brings it back.
-	eventually(t, "the node to be reachable again", func() bool { return p.Reachable(s.Addr) && state(p, s.Addr).Connected })
+	rpctest.Eventually(t, "the node to be reachable again", func() bool { return p.Reachable(s.Addr) && state(p, s.Addr).Connected })
 	if err := p.Call(context.Background(), s.Addr, "Hello.Say", "x", &reply); err != nil {
 		t.Fatalf("call after restart: %v", err)
 	}
@@ -168,7 +157,7 @@ func TestHungNodeRecycled(t *testing.T) {
 	s.Hang(true)
 	p := newPool(t, transport.WithMaxTimeouts(3), transport.WithBackoff(time.Millisecond, 2*time.Millisecond))
 	calls := 0
-	eventually(t, "three recycles", func() bool {
+	rpctest.Eventually(t, "three recycles", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Millisecond)
 		defer cancel()
 		var reply string
@@ -234,12 +223,12 @@ func TestDrain(t *testing.T) {
 		var reply string
 		errc <- p.Call(context.Background(), a.Addr, "Hello.Say", "x", &reply)
 	}()
-	eventually(t, "the call to reach the server", func() bool { return a.Calls() == 1 })
+	rpctest.Eventually(t, "the call to reach the server", func() bool { return a.Calls() == 1 })
 	p.Update([]string{b.Addr})
 	if err := <-errc; err != nil {
 		t.Fatalf("call in flight on a removed node: %v", err)
 	}
-	eventually(t, "the drained node to leave the pool", func() bool { return len(p.State()) == 1 })
+	rpctest.Eventually(t, "the drained node to leave the pool", func() bool { return len(p.State()) == 1 })
 
 	t.Run("timeout", func(t *testing.T) {
 		s := rpctest.Start(t, 1, rpctest.Gob)[0]
@@ -251,7 +240,7 @@ func TestDrain(t *testing.T) {
 			var reply string
 			errc <- p.Call(context.Background(), s.Addr, "Hello.Say", "x", &reply)
 		}()
-		eventually(t, "the call to reach the server", func() bool { return s.Calls() == 1 })
+		rpctest.Eventually(t, "the call to reach the server", func() bool { return s.Calls() == 1 })
 		p.Update(nil)
 		var te *transport.Error
 		if err := <-errc; !errors.As(err, &te) {
@@ -274,7 +263,7 @@ func TestCloseFailsPendingCalls(t *testing.T) {
 			errc <- p.Call(context.Background(), s.Addr, "Hello.Say", "x", &reply)
 		}()
 	}
-	eventually(t, "calls to reach the server", func() bool { return s.Calls() == 3 })
+	rpctest.Eventually(t, "calls to reach the server", func() bool { return s.Calls() == 3 })
 	if err := p.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -276,3 +276,16 @@ func (l *oneConn) Addr() net.Addr { return l.conn.LocalAddr() }
 
 // String names the server for test logs.
 func (s *Server) String() string { return fmt.Sprintf("server %s", s.Addr) }
+
+// Eventually polls cond until it holds, failing the test after a generous
+// bound: waits in tests are bounded polls, never sleeps that hope.
+func Eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}

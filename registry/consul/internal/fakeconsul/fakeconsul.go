@@ -315,7 +315,7 @@ func (a *Agent) serve(w http.ResponseWriter, r *http.Request) {
 	case r.Method == http.MethodPut && strings.HasPrefix(p, "/v1/agent/check/update/"):
 		a.checkUpdate(w, r, strings.TrimPrefix(p, "/v1/agent/check/update/"))
 	default:
-		http.Error(w, "fakeconsul: not implemented: "+r.Method+" "+p, http.StatusNotFound)
+		http.Error(w, "fakeconsul: unsupported endpoint: "+r.Method+" "+p, http.StatusNotFound)
 	}
 }
 

@@ -3,12 +3,10 @@ package bench
 import (
 	"bufio"
 	"bytes"
-	"errors"
 	"fmt"
 	"html"
 	"math"
 	"os"
-	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -51,6 +49,23 @@ func ThisMachine() Machine {
 	return m
 }
 
+// RunTable returns the first rows of a report's Markdown table of facts:
+// its header, the command line, the date (UTC) and time taken, the machine
+// and the Go version, each row ending in a newline. The caller adds rows of
+// its own.
+func RunTable(command string, start time.Time, took time.Duration, m Machine) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "| | |\n|---|---|\n")
+	fmt.Fprintf(&b, "| command | `%s` |\n", command)
+	fmt.Fprintf(&b, "| date | %s (took %s) |\n", start.UTC().Format("2006-01-02 15:04 MST"), took.Round(time.Second))
+	fmt.Fprintf(&b, "| machine | %s, %d cores (GOMAXPROCS %d), %s/%s", m.CPU, m.Cores, m.GOMAXPROCS, m.OS, m.Arch)
+	if m.Kernel != "" {
+		fmt.Fprintf(&b, ", kernel %s", m.Kernel)
+	}
+	fmt.Fprintf(&b, " |\n| Go | %s |\n", m.Go)
+	return b.String()
+}
+
 // The markers around the part of docs/benchmarks.md that the harness owns.
 // Everything outside them is kept as it is.
 const (
@@ -62,30 +77,13 @@ const (
 // EndMarker) into the Markdown file at path: in place of the marked section
 // if there is one, at the end if the file has none, and into a new file
 // (with an empty section for the core micro-benchmarks) if there is no file.
+// It is DocSection.Update with the compare markers.
 func UpdateDoc(path, section string) error {
-	old, err := os.ReadFile(path)
-	var doc string
-	switch {
-	case errors.Is(err, os.ErrNotExist):
-		doc = "# Benchmarks\n\n" + section + "\n\n## Core call-path micro-benchmarks (issue 2)\n\n_Not written yet._\n"
-	case err != nil:
-		return err
-	default:
-		s := string(old)
-		i, j := strings.Index(s, BeginMarker), strings.Index(s, EndMarker)
-		switch {
-		case i >= 0 && j > i:
-			doc = s[:i] + section + s[j+len(EndMarker):]
-		case i < 0 && j < 0:
-			doc = strings.TrimRight(s, "\n") + "\n\n" + section + "\n"
-		default:
-			return fmt.Errorf("bench: %s: unbalanced %s / %s markers", path, BeginMarker, EndMarker)
-		}
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return err
-	}
-	return os.WriteFile(path, []byte(doc), 0o644)
+	return DocSection{
+		Begin:  BeginMarker,
+		End:    EndMarker,
+		NewDoc: "# Benchmarks\n\n" + BeginMarker + EndMarker + "\n\n## Core call-path micro-benchmarks (issue 2)\n\n_Not written yet._\n",
+	}.Update(path, section)
 }
 
 var scenarioTitles = map[string]string{
@@ -113,15 +111,7 @@ func (r *Report) Markdown(command, chart string) string {
 	p("%s\n", BeginMarker)
 	p("## lbrpc side by side with raw net/rpc, go-kit and grpc-go (issue 5)\n\n")
 	p("_Written by the command below; everything between the `compare` markers is replaced on each run._\n\n")
-	m := r.Machine
-	p("| | |\n|---|---|\n")
-	p("| command | `%s` |\n", command)
-	p("| date | %s (took %s) |\n", r.Start.UTC().Format("2006-01-02 15:04 MST"), r.Took.Round(time.Second))
-	p("| machine | %s, %d cores (GOMAXPROCS %d), %s/%s", m.CPU, m.Cores, m.GOMAXPROCS, m.OS, m.Arch)
-	if m.Kernel != "" {
-		p(", kernel %s", m.Kernel)
-	}
-	p(" |\n| Go | %s |\n", m.Go)
+	p("%s", RunTable(command, r.Start, r.Took, r.Machine))
 	p("| servers | %d nodes in a separate process on 127.0.0.1: net/rpc (gob over TCP) and grpc-go, echoing the request |\n", cfg.Nodes)
 	p("| payload | %d B request, the same %d B back |\n", cfg.Payload, cfg.Payload)
 	p("| cells | %d round(s) of %v measured after %v of warm-up per client, concurrency %s; one client at a time, taking turns |\n",
@@ -358,7 +348,7 @@ func (r *Report) SVG() []byte {
 				maxV = max(maxV, res.Throughput(), hi)
 			}
 		}
-		scale, ticks := niceScale(maxV)
+		scale, ticks := NiceScale(maxV)
 		plotTop, plotBot := y0+20, y0+float64(panelH)
 		yOf := func(v float64) float64 { return plotBot - (plotBot-plotTop)*v/scale }
 		p(`<text x="%d" y="%.0f" font-weight="bold">%s</text>`+"\n", left, y0+12, xmlEscape(scenarioTitles[sc]))
@@ -396,8 +386,11 @@ func (r *Report) SVG() []byte {
 	return b.Bytes()
 }
 
-// niceScale returns an axis maximum at or above v and its ticks.
-func niceScale(v float64) (float64, []float64) {
+// NiceScale returns a round axis maximum at or above v (1 if v <= 0) and
+// the ticks from 0 to it: steps of 1, 2, 2.5 or 5 times a power of ten, at
+// most five of them below the maximum. Ticks are rounded to a millionth, so
+// that fractional steps print without float noise.
+func NiceScale(v float64) (float64, []float64) {
 	if v <= 0 {
 		return 1, []float64{0, 1}
 	}
@@ -411,7 +404,7 @@ func niceScale(v float64) (float64, []float64) {
 	top := math.Ceil(v/step) * step
 	var ticks []float64
 	for t := 0.0; t <= top+step/2; t += step {
-		ticks = append(ticks, t)
+		ticks = append(ticks, math.Round(t*1e6)/1e6)
 	}
 	return top, ticks
 }

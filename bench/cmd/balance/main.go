@@ -16,15 +16,15 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/lbrpc/lbrpc/bench"
 )
 
 func main() {
@@ -36,7 +36,7 @@ func main() {
 
 func mainErr() error {
 	def := defaultConfig()
-	root := repoRoot()
+	root := bench.RepoRoot()
 	var (
 		quick     = flag.Bool("quick", false, "a short run: fewer calls per cell; prints the section instead of writing the doc unless -out is given")
 		calls     = flag.Int("calls", def.Calls, "calls per cell (scenario × picker)")
@@ -75,7 +75,7 @@ func mainErr() error {
 		cfg.CellLimit = *cellLimit
 	}
 	cfg.Workers, cfg.Base, cfg.SlowFactor, cfg.FailPct = *workers, *base, *slow, *failPct
-	cfg.Scenarios, cfg.Pickers, cfg.Sim = split(*scens), split(*pickers), *sim
+	cfg.Scenarios, cfg.Pickers, cfg.Sim = bench.SplitList(*scens), bench.SplitList(*pickers), *sim
 	cfg.Log = os.Stderr
 	if err := cfg.validate(); err != nil {
 		return err
@@ -89,7 +89,7 @@ func mainErr() error {
 	if err != nil {
 		return err
 	}
-	command := strings.TrimSpace("go run ./bench/cmd/balance " + quoteArgs(os.Args[1:]))
+	command := strings.TrimSpace("go run ./bench/cmd/balance " + bench.QuoteArgs(os.Args[1:]))
 	return write(rep, command, *out, *svg)
 }
 
@@ -98,17 +98,9 @@ func mainErr() error {
 func write(rep *report, command, out, svg string) error {
 	chartRef := ""
 	if svg != "" {
-		if err := os.MkdirAll(filepath.Dir(svg), 0o755); err != nil {
+		var err error
+		if chartRef, err = bench.WriteChart(svg, out, rep.SVG()); err != nil {
 			return err
-		}
-		if err := os.WriteFile(svg, rep.SVG(), 0o644); err != nil {
-			return err
-		}
-		chartRef = svg
-		if out != "" {
-			if rel, err := filepath.Rel(filepath.Dir(out), svg); err == nil {
-				chartRef = filepath.ToSlash(rel)
-			}
 		}
 		fmt.Fprintln(os.Stderr, "balance: wrote", svg)
 	}
@@ -136,63 +128,6 @@ const (
 // file at path with section, keeping the rest of the file byte for byte. A
 // file without the markers gets them, under heading, at its end.
 func updateDoc(path, section string) error {
-	old, err := os.ReadFile(path)
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
-	s := string(old)
-	i, j := strings.Index(s, beginMarker), strings.Index(s, endMarker)
-	switch {
-	case i >= 0 && j > i:
-		s = s[:i+len(beginMarker)] + "\n" + section + "\n" + s[j:]
-	case i < 0 && j < 0:
-		if s = strings.TrimRight(s, "\n"); s != "" {
-			s += "\n\n"
-		}
-		s += heading + "\n\n" + beginMarker + "\n" + section + "\n" + endMarker + "\n"
-	default:
-		return fmt.Errorf("%s: unbalanced %s / %s markers", path, beginMarker, endMarker)
-	}
-	return os.WriteFile(path, []byte(s), 0o644)
-}
-
-// repoRoot returns the directory of lbrpc's go.mod above the working
-// directory, or the working directory.
-func repoRoot() string {
-	wd, err := os.Getwd()
-	if err != nil {
-		return "."
-	}
-	for dir := wd; ; {
-		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil &&
-			strings.HasPrefix(string(b), "module github.com/lbrpc/lbrpc\n") {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return wd
-		}
-		dir = parent
-	}
-}
-
-func split(s string) []string {
-	var out []string
-	for f := range strings.SplitSeq(s, ",") {
-		if f = strings.TrimSpace(f); f != "" {
-			out = append(out, f)
-		}
-	}
-	return out
-}
-
-func quoteArgs(args []string) string {
-	q := make([]string, len(args))
-	for i, a := range args {
-		if a == "" || strings.ContainsAny(a, " \t\"'$\\*?") {
-			a = strconv.Quote(a)
-		}
-		q[i] = a
-	}
-	return strings.Join(q, " ")
+	doc := bench.DocSection{Begin: beginMarker, End: endMarker, Heading: heading}
+	return doc.Update(path, beginMarker+"\n"+section+"\n"+endMarker)
 }

@@ -1,16 +1,16 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"html"
 	"math"
 	"os"
-	"runtime"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/lbrpc/lbrpc/bench"
 )
 
 // title names scenario id for people.
@@ -59,17 +59,13 @@ func (r *report) Markdown(command, chart string) string {
 	cfg := r.Config
 	var b strings.Builder
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
-	m := thisMachine()
+	m := bench.ThisMachine()
 
 	p("_Written by the command below; everything between the `balance` markers is replaced on each run._\n\n")
-	p("| | |\n|---|---|\n")
-	p("| command | `%s` |\n", command)
-	p("| date | %s (took %v) |\n", r.Start.UTC().Format("2006-01-02 15:04 UTC"), r.Took.Round(time.Second))
-	p("| machine | %s, %d cores (GOMAXPROCS %d), %s/%s%s |\n", m.cpu, m.cores, m.gomaxprocs, runtime.GOOS, runtime.GOARCH, m.kernel)
-	p("| Go | %s |\n", runtime.Version())
+	p("%s", bench.RunTable(command, r.Start, r.Took, m))
 	if r.Load[0] >= 0 && r.Load[1] >= 0 {
 		p("| machine load | 1-minute load average %.1f at the start, %.1f at the end, on %d cores (this program's own load included) |\n",
-			r.Load[0], r.Load[1], m.cores)
+			r.Load[0], r.Load[1], m.Cores)
 	}
 	p("| servers | %d stock net/rpc servers (gob over TCP) on 127.0.0.1, in the benchmark's process; a healthy call is served in %s (a sleep; every call at once, no queue); node 0 is the odd one |\n",
 		cfg.Nodes, fmtCfg(cfg.Base))
@@ -347,7 +343,7 @@ func (r *report) interpret(p func(string, ...any)) {
 	add("**Caveats.** One run, on a %d-core machine where the client, the servers and whatever else runs share the cores, so latencies move "+
 		"between runs, p99.9 (the %s-worst call of %s) most; the shares and error counts are the steadier part, and the simulation's numbers are exact. "+
 		"PickFirst does not balance: it is here to show what it does with a bad first node.",
-		thisMachine().cores, ordinal(worst), thousands(cfg.Calls))
+		bench.ThisMachine().Cores, ordinal(worst), thousands(cfg.Calls))
 	p("### What the numbers say\n\n")
 	for _, l := range lines {
 		p("- %s\n", l)
@@ -377,31 +373,6 @@ func ordinal(n int) string {
 		suffix = "rd"
 	}
 	return strconv.Itoa(n) + suffix
-}
-
-// machine describes where a report was measured.
-type machine struct {
-	cpu               string
-	cores, gomaxprocs int
-	kernel            string // ", kernel x" or ""
-}
-
-func thisMachine() machine {
-	m := machine{cpu: runtime.GOARCH, cores: runtime.NumCPU(), gomaxprocs: runtime.GOMAXPROCS(0)}
-	if f, err := os.Open("/proc/cpuinfo"); err == nil {
-		defer f.Close()
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
-				m.cpu = strings.TrimSpace(v)
-				break
-			}
-		}
-	}
-	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
-		m.kernel = ", kernel " + strings.TrimSpace(string(b))
-	}
-	return m
 }
 
 // loadAverage returns the 1-minute load average, or -1 if unknown.
@@ -505,12 +476,13 @@ func (r *report) SVG() []byte {
 		top    = 90
 		bottom = 60
 	)
+	m := bench.ThisMachine()
 	var b bytes.Buffer
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
 	p(`<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="12">`+"\n", width, height, width, height)
 	p(`<rect width="100%%" height="100%%" fill="white"/>` + "\n")
 	p(`<text x="%d" y="22" font-size="16" font-weight="bold">p99 latency of successful calls by picker (%d loopback net/rpc nodes, %d workers, %s, %d cores)</text>`+"\n",
-		left, cfg.Nodes, cfg.Workers, esc(thisMachine().cpu), thisMachine().cores)
+		left, cfg.Nodes, cfg.Workers, esc(m.CPU), m.Cores)
 	x := left
 	for _, sc := range cfg.Scenarios {
 		label := cfg.title(sc)
@@ -526,7 +498,7 @@ func (r *report) SVG() []byte {
 		target = 1.5 * float64(h.P99)
 		maxV = max(maxV, target)
 	}
-	scale, ticks := niceScale(maxV / 1e6) // ms
+	scale, ticks := bench.NiceScale(maxV / 1e6) // ms
 	plotTop, plotBot := float64(top), float64(height-bottom)
 	yOf := func(ms float64) float64 { return plotBot - (plotBot-plotTop)*ms/scale }
 	for _, t := range ticks {
@@ -570,26 +542,6 @@ func (r *report) SVG() []byte {
 	}
 	p("</svg>\n")
 	return b.Bytes()
-}
-
-// niceScale returns an axis maximum at or above v and its ticks.
-func niceScale(v float64) (float64, []float64) {
-	if v <= 0 {
-		return 1, []float64{0, 1}
-	}
-	step := math.Pow(10, math.Floor(math.Log10(v/4)))
-	for _, m := range []float64{1, 2, 2.5, 5, 10} {
-		if v/(step*m) <= 5 {
-			step *= m
-			break
-		}
-	}
-	top := math.Ceil(v/step) * step
-	var ticks []float64
-	for t := 0.0; t <= top+step/2; t += step {
-		ticks = append(ticks, math.Round(t*1e6)/1e6)
-	}
-	return top, ticks
 }
 
 func containsStr(xs []string, s string) bool {

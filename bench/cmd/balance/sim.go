@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/lbrpc/lbrpc/bench"
 )
 
 // simRow is one row of the simulation's table.
@@ -37,7 +39,7 @@ func simulate(ctx context.Context) ([]simRow, error) {
 		return nil, fmt.Errorf("simulation: %w (use -sim=false to skip it)", err)
 	}
 	cmd := exec.CommandContext(ctx, goCmd, "test", "-run", "^"+simTest+"$", "-v", "./picker")
-	cmd.Dir = repoRoot()
+	cmd.Dir = bench.RepoRoot()
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {

@@ -41,7 +41,7 @@ func main() {
 
 func run() error {
 	def := bench.DefaultConfig()
-	root := repoRoot()
+	root := bench.RepoRoot()
 	var (
 		quick      = flag.Bool("quick", false, "a ~20 s run: shorter cells; prints the report instead of writing the doc unless -out is given")
 		duration   = flag.Duration("duration", def.Duration, "measured time per cell (client × concurrency × scenario)")
@@ -88,7 +88,7 @@ func run() error {
 	if cfg.Concurrency, err = parseInts(*conc); err != nil {
 		return err
 	}
-	cfg.Clients, cfg.Scenarios = split(*clients), split(*scenarios)
+	cfg.Clients, cfg.Scenarios = bench.SplitList(*clients), bench.SplitList(*scenarios)
 	cfg.Nodes, cfg.Payload, cfg.SlowBase, cfg.SlowFactor = *nodes, *size, *slowBase, *slowFactor
 	cfg.Log = os.Stderr
 	self, err := os.Executable()
@@ -116,20 +116,11 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	command := strings.TrimSpace("go run ./bench/cmd/compare " + quoteArgs(os.Args[1:]))
+	command := strings.TrimSpace("go run ./bench/cmd/compare " + bench.QuoteArgs(os.Args[1:]))
 	chartRef := ""
 	if *svg != "" {
-		if err := os.MkdirAll(filepath.Dir(*svg), 0o755); err != nil {
+		if chartRef, err = bench.WriteChart(*svg, *out, rep.SVG()); err != nil {
 			return err
-		}
-		if err := os.WriteFile(*svg, rep.SVG(), 0o644); err != nil {
-			return err
-		}
-		chartRef = *svg
-		if *out != "" {
-			if rel, err := filepath.Rel(filepath.Dir(*out), *svg); err == nil {
-				chartRef = filepath.ToSlash(rel)
-			}
 		}
 		fmt.Fprintln(os.Stderr, "compare: wrote", *svg)
 	}
@@ -145,39 +136,9 @@ func run() error {
 	return nil
 }
 
-// repoRoot returns the directory of lbrpc's go.mod above the working
-// directory, or the working directory.
-func repoRoot() string {
-	wd, err := os.Getwd()
-	if err != nil {
-		return "."
-	}
-	for dir := wd; ; {
-		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil &&
-			strings.HasPrefix(string(b), "module github.com/lbrpc/lbrpc\n") {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return wd
-		}
-		dir = parent
-	}
-}
-
-func split(s string) []string {
-	var out []string
-	for f := range strings.SplitSeq(s, ",") {
-		if f = strings.TrimSpace(f); f != "" {
-			out = append(out, f)
-		}
-	}
-	return out
-}
-
 func parseInts(s string) ([]int, error) {
 	var out []int
-	for _, f := range split(s) {
+	for _, f := range bench.SplitList(s) {
 		n, err := strconv.Atoi(f)
 		if err != nil || n < 1 {
 			return nil, fmt.Errorf("bad concurrency %q", f)
@@ -196,15 +157,4 @@ func joinInts(xs []int) string {
 		s[i] = strconv.Itoa(x)
 	}
 	return strings.Join(s, ",")
-}
-
-func quoteArgs(args []string) string {
-	q := make([]string, len(args))
-	for i, a := range args {
-		if a == "" || strings.ContainsAny(a, " \t\"'$\\*?") {
-			a = strconv.Quote(a)
-		}
-		q[i] = a
-	}
-	return strings.Join(q, " ")
 }

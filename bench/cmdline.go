@@ -1,0 +1,55 @@
+package bench
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// RepoRoot returns the directory of lbrpc's go.mod at or above the working
+// directory, or the working directory if there is none ("." if even that is
+// unknown). The commands write their documents and charts below it.
+func RepoRoot() string {
+	wd, err := os.Getwd()
+	if err != nil {
+		return "."
+	}
+	for dir := wd; ; {
+		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil &&
+			strings.HasPrefix(string(b), "module github.com/lbrpc/lbrpc\n") {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return wd
+		}
+		dir = parent
+	}
+}
+
+// SplitList splits a comma-separated flag value into its items, trimmed of
+// spaces, leaving out empty ones. It returns nil for a value with no items.
+func SplitList(s string) []string {
+	var out []string
+	for f := range strings.SplitSeq(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// QuoteArgs joins command-line arguments with spaces for a report, quoting
+// (Go syntax) those that are empty or hold a space, a quote or a shell
+// metacharacter.
+func QuoteArgs(args []string) string {
+	q := make([]string, len(args))
+	for i, a := range args {
+		if a == "" || strings.ContainsAny(a, " \t\"'$\\*?") {
+			a = strconv.Quote(a)
+		}
+		q[i] = a
+	}
+	return strings.Join(q, " ")
+}

@@ -1,0 +1,103 @@
+package bench_test
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/lbrpc/lbrpc/bench"
+)
+
+// TestDocSectionsShareADoc checks that two programs' sections live in one
+// document and that neither Update touches the other's.
+func TestDocSectionsShareADoc(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "benchmarks.md")
+	a := bench.DocSection{Begin: bench.BeginMarker, End: bench.EndMarker}
+	b := bench.DocSection{Begin: "<!-- balance:begin -->", End: "<!-- balance:end -->", Heading: "## Balance"}
+	block := func(d bench.DocSection, s string) string { return d.Begin + "\n" + s + "\n" + d.End }
+	steps := []struct {
+		d    bench.DocSection
+		body string
+		want string
+	}{
+		{b, "b1", "## Balance\n\n" + block(b, "b1") + "\n"},
+		{a, "a1", "## Balance\n\n" + block(b, "b1") + "\n\n" + block(a, "a1") + "\n"},
+		{b, "b2", "## Balance\n\n" + block(b, "b2") + "\n\n" + block(a, "a1") + "\n"},
+		{a, "a2", "## Balance\n\n" + block(b, "b2") + "\n\n" + block(a, "a2") + "\n"},
+	}
+	for i, s := range steps {
+		if err := s.d.Update(path, block(s.d, s.body)); err != nil {
+			t.Fatalf("step %d: %v", i, err)
+		}
+		got, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(got) != s.want {
+			t.Errorf("step %d: got\n%q\nwant\n%q", i, got, s.want)
+		}
+	}
+	if err := b.Update(path, "no markers"); err == nil {
+		t.Error("a block without its markers: no error")
+	}
+}
+
+func TestSplitList(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want []string
+	}{
+		{"", nil},
+		{" , ,", nil},
+		{"a", []string{"a"}},
+		{" a, b ,,c ", []string{"a", "b", "c"}},
+	} {
+		if got := bench.SplitList(tc.in); !slices.Equal(got, tc.want) {
+			t.Errorf("SplitList(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestQuoteArgs(t *testing.T) {
+	got := bench.QuoteArgs([]string{"-quick", "", "-c", "1, 4", "a*"})
+	if want := `-quick "" -c "1, 4" "a*"`; got != want {
+		t.Errorf("got %s, want %s", got, want)
+	}
+}
+
+func TestNiceScale(t *testing.T) {
+	for _, tc := range []struct {
+		v     float64
+		top   float64
+		ticks []float64
+	}{
+		{0, 1, []float64{0, 1}},
+		{9, 10, []float64{0, 2, 4, 6, 8, 10}},
+		{0.7, 0.8, []float64{0, 0.2, 0.4, 0.6, 0.8}},
+		{37000, 40000, []float64{0, 10000, 20000, 30000, 40000}},
+	} {
+		top, ticks := bench.NiceScale(tc.v)
+		if top != tc.top || !slices.Equal(ticks, tc.ticks) {
+			t.Errorf("NiceScale(%v) = %v, %v; want %v, %v", tc.v, top, ticks, tc.top, tc.ticks)
+		}
+	}
+}
+
+func TestWriteChart(t *testing.T) {
+	dir := t.TempDir()
+	svg := filepath.Join(dir, "docs", "img", "c.svg")
+	ref, err := bench.WriteChart(svg, filepath.Join(dir, "docs", "b.md"), []byte("<svg/>"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ref != "img/c.svg" {
+		t.Errorf("ref = %q, want img/c.svg", ref)
+	}
+	if b, err := os.ReadFile(svg); err != nil || string(b) != "<svg/>" {
+		t.Errorf("chart file: %q, %v", b, err)
+	}
+	if ref, err := bench.WriteChart(svg, "", nil); err != nil || ref != svg {
+		t.Errorf("without a doc: %q, %v; want %q", ref, err, svg)
+	}
+}

@@ -17,13 +17,21 @@ import (
 // particular node: it steers away from slow, overloaded and failing nodes
 // within a few calls, and it needs no weights.
 //
-// The latency estimate of a node is a moving average that jumps at once to
-// an answer slower than the estimate (the peak) and otherwise moves toward
-// new samples with a time constant (WithDecay, default 10s). When comparing
-// nodes, an estimate also decays toward zero while the node is not
-// answering, so a node that was slow is tried again after a while rather
-// than shunned for good. An attempt that timed out counts its latency, the
-// least the node would have taken. A failure other than an rpc.ServerError
+// The cost assumes that a node's latency grows with its calls in flight, so
+// each answer is measured in latency per call in flight: its latency divided
+// by one plus the node's other calls in flight when it ended. A node that
+// answers in 1ms with 7 other calls in flight then costs about 1ms with as
+// many, not 8ms; one whose latency does grow with its load keeps costing
+// latency × calls in flight. A caller that makes one call at a time sees no
+// difference.
+//
+// The latency estimate of a node (which Loads reports) is a moving average
+// of these samples that jumps at once to one above the estimate (the peak)
+// and otherwise moves toward new samples with a time constant (WithDecay,
+// default 10s). When comparing nodes, an estimate also decays toward zero
+// while the node is not answering, so a node that was slow is tried again
+// after a while rather than shunned for good. An attempt that timed out
+// counts its latency, the least the node would have taken. A failure other than an rpc.ServerError
 // or a cancelled context counts as a latency of at least WithErrorPenalty
 // (default 1s), averaged in without the peak jump, so a node that fails fast
 // does not look fast and its cost grows with its failure rate. An
@@ -186,6 +194,11 @@ func (p *leastLoaded) decayed(s *nodeState) float64 {
 // full batch.
 func (p *leastLoaded) observe(s *nodeState, o outcome, latency time.Duration) {
 	ns, peak := float64(latency), true
+	// The latency per call in flight: the calls still in flight ran
+	// alongside this one (Done has already taken it out of the count).
+	if k := s.load(); k > 0 {
+		ns /= float64(k + 1)
+	}
 	switch o {
 	case cancelled:
 		return

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"net/rpc"
 	"testing"
 	"time"
 
+	"github.com/lbrpc/lbrpc/internal/sim"
 	"github.com/lbrpc/lbrpc/picker"
 	"github.com/lbrpc/lbrpc/registry"
 )
@@ -326,5 +328,39 @@ func TestExp(t *testing.T) {
 		if got := picker.Exp(x); math.Abs(got-want) > 3e-7*want || got == 0 || math.IsInf(got, 0) {
 			t.Errorf("Exp(%v) = %v, want %v", x, got, want)
 		}
+	}
+}
+
+func TestLeastLoadedServersThatDoNotQueue(t *testing.T) {
+	// Three nodes that serve every call at once, as the loopback benchmark's
+	// servers do, so that calls in flight do not slow them down; node 0 is
+	// 10 times slower. Open-loop arrivals keep about 16 calls in flight, so
+	// a fast node often has 7 or more while node 0 is idle: measured with
+	// no regard for calls in flight, 8 × 1.1 ms would outweigh 1 × 11 ms and
+	// node 0 would get several percent of the calls, setting the p99. A
+	// latency is measured at the calls in flight it ran with, so the slow
+	// node stays shunned.
+	run := func(slow int) sim.Report {
+		return sim.Run(sim.Scenario{
+			Nodes: 3, Workers: 1000, Rate: 14500, Calls: 30000, Warmup: 3000, Seed: 7,
+			Serve: func(node int, r *rand.Rand) sim.Outcome {
+				d := time.Millisecond + time.Duration(r.ExpFloat64()*float64(100*time.Microsecond))
+				if node == slow {
+					d *= 10
+				}
+				return sim.Outcome{Service: d}
+			},
+		}, func(now func() time.Duration, seed uint64) picker.Picker {
+			return picker.Virtualize(picker.LeastLoaded(), now, seed)
+		})
+	}
+	healthy, slow := run(-1), run(0)
+	t.Logf("healthy: %v", healthy)
+	t.Logf("slow:    %v, slow node's share %.5f", slow, slow.Share[0])
+	if slow.P99 > healthy.P99*3/2 {
+		t.Errorf("p99 with a slow node = %v, want at most 1.5 × the healthy p99 %v", slow.P99, healthy.P99)
+	}
+	if slow.Share[0] > 0.002 {
+		t.Errorf("slow node's share = %.5f, want at most 0.002", slow.Share[0])
 	}
 }

@@ -58,9 +58,11 @@ type Load struct {
 	// not been called yet.
 	InFlight int64
 	// Latency is the node's latency estimate as of its last update:
-	// LeastLoaded's peak EWMA, in which failures count as at least its
-	// error penalty. Zero before the node's first outcome and for pickers
-	// that do not track latency.
+	// LeastLoaded's peak EWMA of latency per call in flight (an answer's
+	// latency divided by 1 + the node's other calls in flight), in which
+	// failures count as at least its error penalty. For a caller that makes
+	// one call at a time it is plain latency. Zero before the node's first
+	// outcome and for pickers that do not track latency.
 	Latency time.Duration
 	// Failures counts the node's attempts that ended in an error other than
 	// an rpc.ServerError (the node answered) or context.Canceled (the caller

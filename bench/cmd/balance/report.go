@@ -256,24 +256,9 @@ func (r *report) interpret(p func(string, ...any)) {
 				fmt.Fprintf(&s, "When the cell ended, its latency estimates were %s for node 0 and %s for the others, whose calls took %s at the median. ",
 					fmtDur(ll.Estimates[0]), strings.Join(others, " and "), fmtDur(ll.P50))
 			}
-			perFast := cfg.Workers / max(cfg.Nodes-1, 1)
-			slowCost, what := cfg.Base*time.Duration(cfg.SlowFactor), "its service time"
-			if len(ll.Estimates) == cfg.Nodes && ll.Estimates[0] > 0 {
-				slowCost, what = ll.Estimates[0], "its estimate"
-			}
-			exact := time.Duration(perFast+1) * ll.P50
-			fmt.Fprintf(&s, "Its cost, latency estimate × (calls in flight + 1), assumes that a node's latency grows with its calls in flight. "+
-				"These servers serve every call at once, so it does not, and with %d workers each fast node has about %d calls in flight. ", cfg.Workers, perFast)
-			if exact > slowCost {
-				fmt.Fprintf(&s, "Even at its median latency, a busy fast node then costs more (%d × %s = %s) than the idle slow node (1 × %s, %s). ",
-					perFast+1, fmtDur(ll.P50), fmtDur(exact), fmtDur(slowCost), what)
-			} else {
-				fmt.Fprintf(&s, "At its median latency a busy fast node would cost less (%d × %s = %s) than the idle slow node (1 × %s, %s), but not at its estimate. ",
-					perFast+1, fmtDur(ll.P50), fmtDur(exact), fmtDur(slowCost), what)
-			}
-			s.WriteString(map[bool]string{true: "The estimate adds to it", false: "The estimate tips it"}[exact > slowCost] +
-				": it jumps to a node's slowest recent answer and moves back over 10 s (`WithDecay`), " +
-				"so a fast node's hiccup of a few milliseconds stays in it for the whole cell. ")
+			fmt.Fprintf(&s, "Its cost is a latency estimate × (calls in flight + 1), and each answer enters the estimate divided by 1 + the node's other calls "+
+				"in flight: these servers serve every call at once (with %d workers each fast node has about %d calls in flight), so a busy fast node "+
+				"costs about its real latency and the idle slow node about ten times that. ", cfg.Workers, cfg.Workers/max(cfg.Nodes-1, 1))
 			if sl, ok := findSim(r.Sim, "one node 10x slow", "LeastLoaded"); ok {
 				fmt.Fprintf(&s, "In the simulation, whose nodes queue, so that load does raise latency, the same picker sends the slow node %.3f%% of the calls. ", 100*sl.Share0)
 			}

@@ -139,7 +139,11 @@ func (p *consistentHash) Pick(ctx context.Context, info Info) (Result, error) {
 		i = s.lookup(hashString(key), bound, info.Tried)
 	} else {
 		r := p.rand.uint64()
-		i = p2c(s.serving, r, info.Tried, fewer)
+		var j int
+		i, j = p2c(&s.loadSnapshot, r, info.Tried)
+		if i != j && fewer(s.states[j], s.states[i]) {
+			i = j
+		}
 		if s.serving[i].st.load() >= bound {
 			i = s.lookup(mix(r), bound, info.Tried)
 		}

@@ -62,7 +62,6 @@ func LeastLoaded(opts ...LeastLoadedOption) Picker {
 	p.invTau = 1 / float64(p.tau)
 	epoch := time.Now()
 	p.now = func() int64 { return int64(time.Since(epoch)) }
-	p.better = p.cheaper
 	p.snap.Store(&loadSnapshot{})
 	return p
 }
@@ -127,11 +126,10 @@ type leastLoaded struct {
 
 	now        func() int64 // nanoseconds on a monotonic scale
 	rand       source
-	better     func(a, b *nodeState) bool // p.cheaper, bound once
-	tau        int64                      // ns
-	invTau     float64                    // 1/ns
-	newPenalty float64                    // ns
-	errPenalty float64                    // ns
+	tau        int64   // ns
+	invTau     float64 // 1/ns
+	newPenalty float64 // ns
+	errPenalty float64 // ns
 }
 
 func (p *leastLoaded) Update(nodes []registry.Node) {
@@ -148,9 +146,13 @@ func (p *leastLoaded) Pick(_ context.Context, info Info) (Result, error) {
 	if len(s.serving) == 0 {
 		return Result{}, ErrNoNodes
 	}
-	e := &s.serving[p2c(s.serving, p.rand.uint64(), info.Tried, p.better)]
-	e.st.pick()
-	return Result{Node: e.node, Done: e.st.done}, nil
+	i, j := p2c(s, p.rand.uint64(), info.Tried)
+	if i != j && p.cheaper(s.states[j], s.states[i]) {
+		i = j
+	}
+	st := s.states[i]
+	st.pick()
+	return Result{Node: s.serving[i].node, Done: st.done}, nil
 }
 
 func (p *leastLoaded) Loads() []Load {

@@ -47,9 +47,13 @@ func (p *leastRequest) Pick(_ context.Context, info Info) (Result, error) {
 	if len(s.serving) == 0 {
 		return Result{}, ErrNoNodes
 	}
-	e := &s.serving[p2c(s.serving, p.rand.uint64(), info.Tried, fewer)]
-	e.st.pick()
-	return Result{Node: e.node, Done: e.st.done}, nil
+	i, j := p2c(s, p.rand.uint64(), info.Tried)
+	if i != j && fewer(s.states[j], s.states[i]) {
+		i = j
+	}
+	st := s.states[i]
+	st.pick()
+	return Result{Node: s.serving[i].node, Done: st.done}, nil
 }
 
 // fewer reports whether a has fewer calls in flight than b.

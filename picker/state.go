@@ -14,21 +14,22 @@ import (
 // snapshots: Update carries it over, by address, for the nodes that stay, so
 // that neither in-flight counts nor latency are reset by a node-set change.
 type nodeState struct {
+	// What a pick and a successful Done touch comes first, in the object's
+	// first 64 bytes (one cache line: objects of this size are 128-byte
+	// aligned), so that a pick reads one line per candidate.
 	inflight atomic.Int64
+	ewma     atomic.Uint64  // float64 bits of LeastLoaded's estimate in ns; 0 before the first sample
+	stamp    atomic.Int64   // clock reading of the estimate's last change
+	batch    atomic.Uint64  // samples not folded in yet: sum of ns<<countBits | count
+	done     func(DoneInfo) // the finish method value, bound once so that Done does not allocate
+	ll       *leastLoaded   // nil unless the picker tracks latency (see leastloaded.go)
+	total    *atomic.Int64  // the picker's in-flight total; nil unless it keeps one
+	mu       sync.Mutex     // serialises the writers of ewma and stamp
+
 	failures atomic.Int64
+	addr     string
 
-	// Latency, kept by LeastLoaded only (see leastloaded.go).
-	ewma  atomic.Uint64 // float64 bits of the estimate in ns; 0 before the first sample
-	stamp atomic.Int64  // clock reading of the estimate's last change
-	batch atomic.Uint64 // samples not folded in yet: sum of ns<<countBits | count
-	mu    sync.Mutex    // serialises the writers of ewma and stamp
-
-	addr  string
-	done  func(DoneInfo) // the finish method value, bound once so that Done does not allocate
-	ll    *leastLoaded   // nil unless the picker tracks latency
-	total *atomic.Int64  // the picker's in-flight total; nil unless it keeps one
-
-	_ [32]byte // keeps the hot counters of two nodes off one cache line
+	_ [32]byte // keeps the hot fields of two nodes off one cache line
 }
 
 func newNodeState(addr string, ll *leastLoaded, total *atomic.Int64) *nodeState {
@@ -92,6 +93,7 @@ func classify(err error) outcome {
 // loadSnapshot is the immutable node set of a load-aware picker.
 type loadSnapshot struct {
 	serving []entry      // the serving nodes (see serving)
+	states  []*nodeState // states[i] is serving[i].st: what p2c reads, dense, so that its random reads touch few lines
 	all     []*nodeState // every node of the set, drained ones included, in set order
 }
 
@@ -123,7 +125,9 @@ func newLoadSnapshot(old *loadSnapshot, nodes []registry.Node, fresh func(addr s
 		s.all = append(s.all, st)
 	}
 	for _, n := range serving(nodes) {
-		s.serving = append(s.serving, entry{st: byAddr[n.Addr], node: n})
+		st := byAddr[n.Addr]
+		s.serving = append(s.serving, entry{st: st, node: n})
+		s.states = append(s.states, st)
 	}
 	return s
 }
@@ -138,34 +142,33 @@ func (s *loadSnapshot) loads() []Load {
 }
 
 // p2c is the power of two choices: it draws two distinct nodes at random
-// and returns the index of the one better prefers. It prefers nodes not in
-// list (Info.Tried); when every node was tried, it chooses among all. There must be at
-// least one node.
-func p2c(es []entry, r uint64, list []string, better func(a, b *nodeState) bool) int {
-	n := len(es)
+// and returns their indexes in s.serving, preferring nodes not in list
+// (Info.Tried); when every node was tried, it draws among all. It returns
+// i == j when the choice is made (one node, or one untried); otherwise the
+// caller keeps the better of states[i] and states[j]. The caller compares,
+// so that the comparison is a direct call. There must be at least one node.
+func p2c(s *loadSnapshot, r uint64, list []string) (i, j int) {
+	n := len(s.states)
 	if n == 1 {
-		return 0
+		return 0, 0
 	}
-	i := below(r, n)
-	j := below(r<<32, n-1)
+	i = below(r, n)
+	j = below(r<<32, n-1)
 	if j >= i {
 		j++
 	}
 	if len(list) > 0 {
-		ti, tj := tried(list, es[i].st.addr), tried(list, es[j].st.addr)
+		ti, tj := tried(list, s.states[i].addr), tried(list, s.states[j].addr)
 		switch {
 		case ti && tj:
-			i, j = untriedPair(es, i, j, list)
+			return untriedPair(s.serving, i, j, list)
 		case ti:
-			return j
+			return j, j
 		case tj:
-			return i
+			return i, i
 		}
 	}
-	if better(es[j].st, es[i].st) {
-		return j
-	}
-	return i
+	return i, j
 }
 
 // untriedPair scans from i for two nodes not in list. It returns them; one

@@ -129,7 +129,7 @@ func (p *consistentHash) fresh(addr string) *nodeState { return newNodeState(add
 
 func (p *consistentHash) Pick(ctx context.Context, info Info) (Result, error) {
 	s := p.snap.Load()
-	n := len(s.serving)
+	n := len(s.nodes)
 	if n == 0 {
 		return Result{}, ErrNoNodes
 	}
@@ -144,13 +144,13 @@ func (p *consistentHash) Pick(ctx context.Context, info Info) (Result, error) {
 		if i != j && fewer(s.states[j], s.states[i]) {
 			i = j
 		}
-		if s.serving[i].st.load() >= bound {
+		if s.states[i].load() >= bound {
 			i = s.lookup(mix(r), bound, info.Tried)
 		}
 	}
-	e := &s.serving[i]
-	e.st.pick()
-	return Result{Node: e.node, Done: e.st.done}, nil
+	st := s.states[i]
+	st.pick()
+	return Result{Node: s.nodes[i], Done: st.done}, nil
 }
 
 func (p *consistentHash) Loads() []Load { return p.snap.Load().loads() }
@@ -165,7 +165,7 @@ func (p *consistentHash) bound(n int) int64 {
 }
 
 func (s *ringSnapshot) build(replicas int) {
-	n := len(s.serving)
+	n := len(s.nodes)
 	if n == 0 {
 		return
 	}
@@ -176,8 +176,8 @@ func (s *ringSnapshot) build(replicas int) {
 	s.ownerBits = uint(bits.Len(uint(n - 1)))
 	mask := uint64(1)<<s.ownerBits - 1
 	pts := make([]uint64, 0, n*r)
-	for i, e := range s.serving {
-		base := fnv1a(e.node.Addr)
+	for i, n := range s.nodes {
+		base := fnv1a(n.Addr)
 		for k := range r {
 			pts = append(pts, mix(base+uint64(k)*0x9e3779b97f4a7c15)&^mask|uint64(i))
 		}
@@ -226,7 +226,7 @@ func (s *ringSnapshot) lookup(h uint64, bound int64, list []string) int {
 	first := -1
 	for k, j := 0, i; k < len(s.points); k++ {
 		x := int(s.points[j] & mask)
-		st := s.serving[x].st
+		st := s.states[x]
 		if len(list) == 0 || !tried(list, st.addr) {
 			if st.load() < bound {
 				return x

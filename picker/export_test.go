@@ -3,6 +3,7 @@ package picker
 import (
 	"math/rand/v2"
 	"time"
+	"unsafe"
 )
 
 // Virtualize makes p draw its random numbers from a generator seeded with
@@ -42,3 +43,7 @@ var Exp = exp
 
 // RingPoints returns the ring of a ConsistentHash.
 func RingPoints(p Picker) []uint64 { return p.(*consistentHash).snap.Load().points }
+
+// NodeStateSize is the size of a node's hot state, which the pick benchmarks
+// depend on: one cache line.
+const NodeStateSize = unsafe.Sizeof(nodeState{})

@@ -143,16 +143,20 @@ func (p *leastLoaded) fresh(addr string) *nodeState { return newNodeState(addr, 
 
 func (p *leastLoaded) Pick(_ context.Context, info Info) (Result, error) {
 	s := p.snap.Load()
-	if len(s.serving) == 0 {
+	if len(s.nodes) == 0 {
 		return Result{}, ErrNoNodes
 	}
 	i, j := p2c(s, p.rand.uint64(), info.Tried)
-	if i != j && p.cheaper(s.states[j], s.states[i]) {
-		i = j
-	}
+	// Both candidates' nodes are read before the costs are compared, so
+	// that with many nodes their cache misses overlap those of the states
+	// rather than following them.
+	n, m := s.nodes[i], s.nodes[j]
 	st := s.states[i]
+	if i != j && p.cheaper(s.states[j], st) {
+		n, st = m, s.states[j]
+	}
 	st.pick()
-	return Result{Node: s.serving[i].node, Done: st.done}, nil
+	return Result{Node: n, Done: st.done}, nil
 }
 
 func (p *leastLoaded) Loads() []Load {

@@ -44,7 +44,7 @@ func freshCounted(addr string) *nodeState { return newNodeState(addr, nil, nil) 
 
 func (p *leastRequest) Pick(_ context.Context, info Info) (Result, error) {
 	s := p.snap.Load()
-	if len(s.serving) == 0 {
+	if len(s.nodes) == 0 {
 		return Result{}, ErrNoNodes
 	}
 	i, j := p2c(s, p.rand.uint64(), info.Tried)
@@ -53,7 +53,7 @@ func (p *leastRequest) Pick(_ context.Context, info Info) (Result, error) {
 	}
 	st := s.states[i]
 	st.pick()
-	return Result{Node: s.serving[i].node, Done: st.done}, nil
+	return Result{Node: s.nodes[i], Done: st.done}, nil
 }
 
 // fewer reports whether a has fewer calls in flight than b.

@@ -429,3 +429,12 @@ func share(t *testing.T, p picker.Picker, ctx func(i int) context.Context, n int
 }
 
 func near(got, want, tol float64) bool { return math.Abs(got-want) <= tol }
+
+// TestNodeStateFitsACacheLine guards the layout the load-aware pickers'
+// costs rest on: a node's hot state in one 64-byte object, so one cache line
+// per candidate and no line shared by two nodes.
+func TestNodeStateFitsACacheLine(t *testing.T) {
+	if picker.NodeStateSize != 64 {
+		t.Fatalf("node state is %d bytes, want 64: move what picks do not read to the cold part", picker.NodeStateSize)
+	}
+}

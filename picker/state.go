@@ -14,9 +14,9 @@ import (
 // snapshots: Update carries it over, by address, for the nodes that stay, so
 // that neither in-flight counts nor latency are reset by a node-set change.
 type nodeState struct {
-	// What a pick and a successful Done touch comes first, in the object's
-	// first 64 bytes (one cache line: objects of this size are 128-byte
-	// aligned), so that a pick reads one line per candidate.
+	// Exactly what a pick and a successful Done touch, in 64 bytes: objects
+	// of this size are 64-byte aligned, so each node's hot state is one
+	// cache line of its own, and 10,000 nodes take 640 KB, not twice that.
 	inflight atomic.Int64
 	ewma     atomic.Uint64  // float64 bits of LeastLoaded's estimate in ns; 0 before the first sample
 	stamp    atomic.Int64   // clock reading of the estimate's last change
@@ -24,16 +24,18 @@ type nodeState struct {
 	done     func(DoneInfo) // the finish method value, bound once so that Done does not allocate
 	ll       *leastLoaded   // nil unless the picker tracks latency (see leastloaded.go)
 	total    *atomic.Int64  // the picker's in-flight total; nil unless it keeps one
-	mu       sync.Mutex     // serialises the writers of ewma and stamp
+	*cold
+}
 
-	failures atomic.Int64
+// cold is the part of a node's state that picks do not read.
+type cold struct {
 	addr     string
-
-	_ [32]byte // keeps the hot fields of two nodes off one cache line
+	failures atomic.Int64
+	mu       sync.Mutex // serialises the writers of ewma and stamp
 }
 
 func newNodeState(addr string, ll *leastLoaded, total *atomic.Int64) *nodeState {
-	s := &nodeState{addr: addr, ll: ll, total: total}
+	s := &nodeState{ll: ll, total: total, cold: &cold{addr: addr}}
 	s.done = s.finish
 	return s
 }
@@ -92,16 +94,9 @@ func classify(err error) outcome {
 
 // loadSnapshot is the immutable node set of a load-aware picker.
 type loadSnapshot struct {
-	serving []entry      // the serving nodes (see serving)
-	states  []*nodeState // states[i] is serving[i].st: what p2c reads, dense, so that its random reads touch few lines
-	all     []*nodeState // every node of the set, drained ones included, in set order
-}
-
-// entry is a serving node and its state, side by side so that a pick reads
-// one cache line per candidate.
-type entry struct {
-	st   *nodeState
-	node registry.Node
+	nodes  []registry.Node // the serving nodes (see serving)
+	states []*nodeState    // states[i] is the state of nodes[i]: what p2c reads, dense, so that its random reads touch few lines
+	all    []*nodeState    // every node of the set, drained ones included, in set order
 }
 
 // newLoadSnapshot builds the snapshot for nodes, reusing old's state for the
@@ -126,7 +121,7 @@ func newLoadSnapshot(old *loadSnapshot, nodes []registry.Node, fresh func(addr s
 	}
 	for _, n := range serving(nodes) {
 		st := byAddr[n.Addr]
-		s.serving = append(s.serving, entry{st: st, node: n})
+		s.nodes = append(s.nodes, n)
 		s.states = append(s.states, st)
 	}
 	return s
@@ -142,7 +137,7 @@ func (s *loadSnapshot) loads() []Load {
 }
 
 // p2c is the power of two choices: it draws two distinct nodes at random
-// and returns their indexes in s.serving, preferring nodes not in list
+// and returns their indexes in s.nodes, preferring nodes not in list
 // (Info.Tried); when every node was tried, it draws among all. It returns
 // i == j when the choice is made (one node, or one untried); otherwise the
 // caller keeps the better of states[i] and states[j]. The caller compares,
@@ -161,7 +156,7 @@ func p2c(s *loadSnapshot, r uint64, list []string) (i, j int) {
 		ti, tj := tried(list, s.states[i].addr), tried(list, s.states[j].addr)
 		switch {
 		case ti && tj:
-			return untriedPair(s.serving, i, j, list)
+			return untriedPair(s.nodes, i, j, list)
 		case ti:
 			return j, j
 		case tj:
@@ -173,11 +168,11 @@ func p2c(s *loadSnapshot, r uint64, list []string) (i, j int) {
 
 // untriedPair scans from i for two nodes not in list. It returns them; one
 // twice if only one is untried; i and j unchanged if every node was tried.
-func untriedPair(es []entry, i, j int, list []string) (int, int) {
+func untriedPair(ns []registry.Node, i, j int, list []string) (int, int) {
 	first := -1
-	for k := range es {
-		x := (i + k) % len(es)
-		if tried(list, es[x].node.Addr) {
+	for k := range ns {
+		x := (i + k) % len(ns)
+		if tried(list, ns[x].Addr) {
 			continue
 		}
 		if first >= 0 {

@@ -12,6 +12,12 @@
 // reply only on success, so a late answer never writes into a reply whose
 // Call has returned.
 //
+// Writes are coalesced (WithWriteCoalescing, on by default): a request made
+// while other calls are outstanding on its connection leaves with the
+// requests made at the same time, in one write(2), by a goroutine of the
+// connection; a lone caller's request is written inline, as net/rpc does.
+// The protocol is unchanged, for every codec.
+//
 // TCP with gob is the default; HTTP (the CONNECT handshake of
 // rpc.DialHTTPPath), JSON-RPC (net/rpc/jsonrpc) and any rpc.ClientCodec or
 // net dialer are options.

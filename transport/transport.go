@@ -514,7 +514,8 @@ func (p *Pool) backoff(failures int) time.Duration {
 	return d/2 + rand.N(d/2+1)
 }
 
-// dialClient opens a connection and wraps it in an rpc.Client.
+// dialClient opens a connection and wraps it in an rpc.Client, with write
+// coalescing (coalesce.go) unless it is off.
 func (p *Pool) dialClient(ctx context.Context, addr string) (*rpc.Client, error) {
 	conn, err := p.cfg.dialer(ctx, "tcp", addr)
 	if err != nil {
@@ -526,10 +527,18 @@ func (p *Pool) dialClient(ctx context.Context, addr string) (*rpc.Client, error)
 			return nil, err
 		}
 	}
-	if p.cfg.codec != nil {
-		return rpc.NewClientWithCodec(p.cfg.codec(conn)), nil
+	codec := p.cfg.codec
+	if !p.cfg.coalesce {
+		if codec == nil {
+			return rpc.NewClient(conn), nil
+		}
+		return rpc.NewClientWithCodec(codec(conn)), nil
 	}
-	return rpc.NewClient(conn), nil
+	if codec == nil {
+		codec = newGobCodec // net/rpc's, which rpc.NewClient would use
+	}
+	// Wrapped only now, so that the HTTP handshake is written as it was.
+	return rpc.NewClientWithCodec(coalesce(conn, codec)), nil
 }
 
 // connected is the status line of net/rpc's HTTP handler.

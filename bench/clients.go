@@ -38,16 +38,16 @@ const (
 	GoKit     = "go-kit"     // go-kit sd/lb round robin + lb.Retry + gobreaker
 	GRPC      = "grpc-go"    // grpc-go, round_robin, one ClientConn
 
-	// LBRPCCoalesce is lbrpc-full over a prototype codec that coalesces
-	// writes (coalesce.go): not a default client, a proposed fix measured.
-	LBRPCCoalesce = "lbrpc-coalesce"
+	// LBRPCNoCoalesce is lbrpc-full with write coalescing off
+	// (transport.WithWriteCoalescing(false)): what coalescing is worth.
+	LBRPCNoCoalesce = "lbrpc-nocoalesce"
 )
 
 // AllClients lists the default clients in report order.
 var AllClients = []string{Raw, LBRPC, LBRPCFull, GoKit, GRPC}
 
 // ExtraClients may be asked for by name but are not measured by default.
-var ExtraClients = []string{LBRPCCoalesce}
+var ExtraClients = []string{LBRPCNoCoalesce}
 
 // caller is one client under test. call is safe for concurrent use; the
 // request is the client's payload, fixed when it is made.
@@ -73,8 +73,8 @@ func newCaller(name string, a Addrs, args []byte) (caller, error) {
 		return newLBRPC(a.RPC, args, false)
 	case LBRPCFull:
 		return newLBRPC(a.RPC, args, true)
-	case LBRPCCoalesce:
-		return newLBRPC(a.RPC, args, true, lbrpc.WithTransportOptions(transport.WithCodec(newCoalescingCodec)))
+	case LBRPCNoCoalesce:
+		return newLBRPC(a.RPC, args, true, lbrpc.WithTransportOptions(transport.WithWriteCoalescing(false)))
 	case GoKit:
 		return newGoKit(a.RPC, args), nil
 	case GRPC:

@@ -52,7 +52,7 @@ func TestRunTiny(t *testing.T) {
 		Warmup:      50 * time.Millisecond,
 		Rounds:      2,
 		Concurrency: []int{4},
-		Clients:     []string{bench.Raw, bench.LBRPCFull, bench.LBRPCCoalesce, bench.GoKit, bench.GRPC},
+		Clients:     []string{bench.Raw, bench.LBRPCFull, bench.LBRPCNoCoalesce, bench.GoKit, bench.GRPC},
 		Scenarios:   []string{bench.Healthy, bench.Kill},
 		Server:      serverCmd(&cmds),
 		Log:         &log,

@@ -93,12 +93,12 @@ var scenarioTitles = map[string]string{
 }
 
 var clientNotes = map[string]string{
-	Raw:           "`rpc.Client` per node, hand-rolled atomic round robin, `Call`: the ceiling",
-	LBRPC:         "`lbrpc.Client`, `picker.RoundRobin`, no middleware",
-	LBRPCFull:     "`lbrpc.Client` with `WithTracing` (no-op provider), `WithRateLimit` (1e9/s, Wait), `WithCircuitBreaker`, `WithRetry(2)`; picker: %s",
-	GoKit:         "go-kit `sd.FixedEndpointer` → `lb.NewRoundRobin` → `lb.Retry(3, 5s)`, a `circuitbreaker.Gobreaker` (sony/gobreaker v1) per endpoint, net/rpc endpoints (`Go` + select on ctx)",
-	LBRPCCoalesce: "lbrpc-full over a prototype gob client codec that coalesces concurrent requests into one write (bench/coalesce.go; a proposed transport option, not in lbrpc yet)",
-	GRPC:          "grpc-go, one `ClientConn`, `round_robin` service config, `resolver/manual` with the 3 addresses, raw-bytes codec (no protobuf) reusing the reply buffer",
+	Raw:             "`rpc.Client` per node, hand-rolled atomic round robin, `Call`: the ceiling",
+	LBRPC:           "`lbrpc.Client`, `picker.RoundRobin`, no middleware",
+	LBRPCFull:       "`lbrpc.Client` with `WithTracing` (no-op provider), `WithRateLimit` (1e9/s, Wait), `WithCircuitBreaker`, `WithRetry(2)`; picker: %s",
+	GoKit:           "go-kit `sd.FixedEndpointer` → `lb.NewRoundRobin` → `lb.Retry(3, 5s)`, a `circuitbreaker.Gobreaker` (sony/gobreaker v1) per endpoint, net/rpc endpoints (`Go` + select on ctx)",
+	LBRPCNoCoalesce: "lbrpc-full with write coalescing off (`transport.WithWriteCoalescing(false)`): one write(2) per request, as net/rpc does",
+	GRPC:            "grpc-go, one `ClientConn`, `round_robin` service config, `resolver/manual` with the 3 addresses, raw-bytes codec (no protobuf) reusing the reply buffer",
 }
 
 // Markdown renders the report as the marked section of docs/benchmarks.md.
@@ -302,12 +302,12 @@ func fmtDur(d time.Duration) string {
 
 // clientColors are the chart's colours, one per client.
 var clientColors = map[string]string{
-	Raw:           "#8c8c8c",
-	LBRPC:         "#76b7b2",
-	LBRPCFull:     "#4e79a7",
-	GoKit:         "#f28e2b",
-	GRPC:          "#e15759",
-	LBRPCCoalesce: "#59a14f",
+	Raw:             "#8c8c8c",
+	LBRPC:           "#76b7b2",
+	LBRPCFull:       "#4e79a7",
+	GoKit:           "#f28e2b",
+	GRPC:            "#e15759",
+	LBRPCNoCoalesce: "#59a14f",
 }
 
 // SVG renders calls/s as grouped bars: one panel per scenario, one group

@@ -63,8 +63,11 @@ func Retry(p RetryPolicy) Middleware {
 				return err
 			}
 			var errs []error
-			for call.Attempt < p.Max && p.retryable(ctx, call, err) {
-				d := p.backoff(call.Attempt)
+			// This link counts its own retries: call.Attempt numbers the
+			// attempts of the whole call, which another Retry around this
+			// one, or a Call made by hand, may have moved already.
+			for n := 0; n < p.Max && p.retryable(ctx, call, err); n++ {
+				d := p.backoff(n)
 				if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= d {
 					break // no time for another attempt
 				}

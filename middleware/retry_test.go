@@ -526,3 +526,39 @@ func BenchmarkRetryOnce(b *testing.B) {
 		}
 	}
 }
+
+// Each Retry counts its own retries, whatever call.Attempt says: a Call that
+// arrives with Attempt already moved (by an outer Retry, or made by hand)
+// still gets Max retries, and Attempt keeps numbering the call's attempts.
+func TestRetryCountsItsOwnRetries(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		start        int // call.Attempt on entry
+		outer, inner int // Max of an outer and an inner Retry; outer 0: inner alone
+		wantAttempts int
+	}{
+		{name: "fresh call", start: 0, inner: 2, wantAttempts: 3},
+		{name: "Attempt set by hand", start: 5, inner: 2, wantAttempts: 3},
+		{name: "nested", outer: 1, inner: 2, wantAttempts: 6}, // (1+2) attempts, twice
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := always(dialErr)
+			inv := middleware.Retry(fast(middleware.RetryPolicy{Max: tc.inner}))(f.invoke)
+			if tc.outer > 0 {
+				inv = middleware.Retry(fast(middleware.RetryPolicy{Max: tc.outer}))(inv)
+			}
+			call := &middleware.Call{ServiceMethod: "S.M", Attempt: tc.start}
+			if err := inv(context.Background(), call); err == nil {
+				t.Fatal("err = nil, want the attempts' errors")
+			}
+			if got := f.attempts(); got != tc.wantAttempts {
+				t.Fatalf("%d attempts, want %d", got, tc.wantAttempts)
+			}
+			for k, a := range f.seen {
+				if want := tc.start + k; a.Attempt != want {
+					t.Fatalf("attempt %d saw Attempt=%d, want %d", k, a.Attempt, want)
+				}
+			}
+		})
+	}
+}

@@ -36,11 +36,16 @@ func (c *Client) probeLoop(ctx context.Context, st *nodeState) {
 		case <-ctx.Done():
 			return
 		}
+		ej := st.ejection.Load() // the outlier ejection in force as the probe begins
 		err := c.probe(ctx, st.addr)
 		if ctx.Err() != nil {
 			return // the probe was cut short: it says nothing of the node
 		}
-		if c.judge(st, err) {
+		changed := c.judge(st, err)
+		if c.clearEjection(st, ej, err) {
+			changed = true
+		}
+		if changed {
 			c.signal()
 		}
 		// Interval ± 10%.
@@ -94,4 +99,23 @@ func (c *Client) judge(st *nodeState, err error) bool {
 		return true
 	}
 	return false
+}
+
+// clearEjection asks the follower to end outlier ejection ej of st, and
+// reports whether it did: it does when a probe begun during that ejection
+// passed and judge left the node healthy, as Envoy's
+// successful_active_health_check_uneject_host does, unless
+// OutlierDetection.KeepEjected. A node judged unhealthy is thus back when
+// its Healthy passes in a row bring it back, a node never judged unhealthy
+// on the first probe begun during its ejection that passes. A probe begun
+// before the ejection does not end it: the failures that ejected the node
+// may be newer than what it saw. Only the node's probe goroutine calls it,
+// after judge; the follower ends the ejection only if ej is still in force.
+func (c *Client) clearEjection(st *nodeState, ej uint64, err error) bool {
+	od := c.cfg.outlier
+	if err != nil || ej == 0 || od == nil || od.KeepEjected || !st.healthy.Load() {
+		return false
+	}
+	st.cleared.Store(ej)
+	return true
 }

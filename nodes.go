@@ -35,6 +35,11 @@ type nodeState struct {
 	fails   int         // probes failed in a row (probe goroutine only)
 	stop    context.CancelFunc
 
+	// An outlier ejection, as the health check goroutine sees it: ejection
+	// is written under c.applyMu, cleared by the probe goroutine.
+	ejection atomic.Uint64 // number of the ejection in force (see seq); 0: none
+	cleared  atomic.Uint64 // number of an ejection a passed probe ends; 0: none
+
 	// Guarded by c.applyMu.
 	ready     bool      // in the ready set
 	wasReady  bool      // in the ready set before this refresh
@@ -42,6 +47,7 @@ type nodeState struct {
 	until     time.Time // end of the ejection in force
 	ejections int       // the multiplier of the next ejection time
 	backAt    time.Time // when the last ejection ended
+	seq       uint64    // ejections ever, numbering them for ejection and cleared
 }
 
 // nodeStates is the immutable snapshot read on the call path.
@@ -172,8 +178,9 @@ func (c *Client) syncStates(nodes []registry.Node) {
 }
 
 // follow recomputes the ready set when something signals a change (a
-// node's reachability, an outlier's streak, a breaker, a health check) and
-// when a timed state ends (an ejection, an open breaker's timeout).
+// node's reachability, an outlier's streak, a breaker, a health check's
+// verdict or a passed probe of an ejected node) and when a timed state ends
+// (an ejection, an open breaker's timeout).
 func (c *Client) follow() {
 	defer c.loop.Done()
 	t := time.NewTimer(time.Hour)
@@ -220,11 +227,24 @@ func (c *Client) refresh(force bool) time.Duration {
 		ejected := 0
 		for _, n := range nodes {
 			st := states[n.Addr]
+			// Taken before the trips below: a request to end an ejection
+			// never outlives the refresh that sees it.
+			cleared := st.cleared.Swap(0)
 			if !st.ejected {
 				continue
 			}
 			if !now.Before(st.until) {
-				st.ejected, st.backAt = false, now
+				st.reinstate(now)
+				continue
+			}
+			if cleared != 0 && cleared == st.ejection.Load() {
+				// A probe begun during this ejection passed (see
+				// Client.clearEjection): the node is back now, with a new
+				// streak; its ejection count stays, and decays as after any
+				// ejection.
+				st.reinstate(now)
+				st.streak.Store(0)
+				st.tripped.Store(false)
 				continue
 			}
 			ejected++
@@ -293,6 +313,16 @@ func (st *nodeState) eject(now time.Time, od *OutlierDetection) {
 	st.ejections = st.multiplier(now, od) + 1
 	st.ejected = true
 	st.until = now.Add(ejectionTime(od, st.ejections))
+	st.seq++
+	st.ejection.Store(st.seq)
+}
+
+// reinstate ends st's ejection at now, when its time is up or a health
+// check ended it early. The ejection count is kept: it decays from now (see
+// multiplier), so a node that flaps is ejected for longer each time.
+func (st *nodeState) reinstate(now time.Time) {
+	st.ejected, st.backAt = false, now
+	st.ejection.Store(0)
 }
 
 // multiplier returns the number of st's ejections, less one for each

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lbrpc/lbrpc/picker"
+	"github.com/lbrpc/lbrpc/registry"
 	"github.com/lbrpc/lbrpc/transport"
 )
 
@@ -162,5 +164,108 @@ func TestJudgeThresholds(t *testing.T) {
 		if got := st.healthy.Load(); got != tc.wantHealthy {
 			t.Fatalf("probe %d (%v): healthy = %v, want %v", i, tc.err, got, tc.wantHealthy)
 		}
+	}
+}
+
+// A probe asks for the end of an ejection only when it began during that
+// ejection, passed, and left the node healthy, and KeepEjected is off.
+func TestClearEjection(t *testing.T) {
+	bad := errors.New("not serving")
+	for _, tc := range []struct {
+		name    string
+		od      *OutlierDetection
+		ej      uint64 // the ejection in force as the probe began
+		healthy bool   // judge's verdict after the probe
+		err     error
+		want    bool
+	}{
+		{"passed during an ejection", &OutlierDetection{}, 3, true, nil, true},
+		{"failed", &OutlierDetection{}, 3, true, bad, false},
+		{"passed, still judged unhealthy", &OutlierDetection{}, 3, false, nil, false},
+		{"begun before the ejection", &OutlierDetection{}, 0, true, nil, false},
+		{"KeepEjected", &OutlierDetection{KeepEjected: true}, 3, true, nil, false},
+		{"outlier detection off", nil, 3, true, nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &Client{cfg: config{outlier: tc.od}}
+			st := &nodeState{}
+			st.healthy.Store(tc.healthy)
+			if got := c.clearEjection(st, tc.ej, tc.err); got != tc.want {
+				t.Fatalf("clearEjection = %v, want %v", got, tc.want)
+			}
+			want := uint64(0)
+			if tc.want {
+				want = tc.ej
+			}
+			if got := st.cleared.Load(); got != want {
+				t.Fatalf("cleared = %d, want %d", got, want)
+			}
+		})
+	}
+}
+
+// The follower ends the ejection a passed probe cleared, at once and only
+// that one: the node is ready again with a new streak (a pending trip
+// dropped), and keeps its ejection count, so its next ejection is longer.
+// A request for an ejection no longer in force changes nothing.
+func TestRefreshEndsClearedEjection(t *testing.T) {
+	od := OutlierDetection{BaseEjection: 10 * time.Second, MaxEjection: time.Hour}.withDefaults()
+	now := time.Unix(1000, 0)
+	c := &Client{
+		cfg:     config{outlier: &od, now: func() time.Time { return now }},
+		picker:  picker.RoundRobin(),
+		changed: make(chan struct{}, 1),
+	}
+	nodes := []registry.Node{{Addr: "a", Weight: 1}, {Addr: "b", Weight: 1}}
+	states := nodeStates{}
+	for _, n := range nodes {
+		states[n.Addr] = c.newNodeState(n.Addr)
+	}
+	c.nodes.Store(&nodes)
+	c.states.Store(&states)
+	a := states["a"]
+	readyAddrs := func() (out []string) {
+		for _, n := range c.lastReady {
+			out = append(out, n.Addr)
+		}
+		return out
+	}
+
+	c.refresh(true)
+	a.tripped.Store(true)
+	c.refresh(false)
+	first := a.ejection.Load()
+	if !a.ejected || first == 0 || a.ready || fmt.Sprint(readyAddrs()) != "[b]" {
+		t.Fatalf("after the trip: ejected %v (number %d), ready %v, ready set %v; want ejected, b alone ready", a.ejected, first, a.ready, readyAddrs())
+	}
+
+	now = now.Add(time.Second)
+	a.cleared.Store(first)
+	a.streak.Store(1)
+	a.tripped.Store(true) // calls in flight at the ejection failed since
+	if wake := c.refresh(false); wake != 0 {
+		t.Fatalf("refresh wants to run again in %v with no ejection left", wake)
+	}
+	switch {
+	case a.ejected || !a.ready || a.ejection.Load() != 0 || a.cleared.Load() != 0:
+		t.Fatalf("after a cleared ejection: ejected %v, ready %v, ejection %d, cleared %d; want back", a.ejected, a.ready, a.ejection.Load(), a.cleared.Load())
+	case a.streak.Load() != 0 || a.tripped.Load():
+		t.Fatalf("after a cleared ejection: streak %d, tripped %v; want a new streak", a.streak.Load(), a.tripped.Load())
+	case fmt.Sprint(readyAddrs()) != "[a b]":
+		t.Fatalf("the picker's ready set is %v, want [a b]", readyAddrs())
+	case a.multiplier(now, &od) != 1 || !a.backAt.Equal(now):
+		t.Fatalf("ejection count %d, back at %v; want 1 kept, back at %v", a.multiplier(now, &od), a.backAt, now)
+	}
+
+	now = now.Add(time.Second)
+	a.tripped.Store(true)
+	c.refresh(false)
+	if !a.ejected || a.ejections != 2 || a.until.Sub(now) != 20*time.Second {
+		t.Fatalf("ejected again: %v, %d ejections for %v; want the second, for 20s", a.ejected, a.ejections, a.until.Sub(now))
+	}
+	a.cleared.Store(first) // a probe of the first ejection, judged late
+	c.refresh(false)
+	if !a.ejected || a.ready {
+		t.Fatal("a probe of an earlier ejection ended the one in force")
 	}
 }

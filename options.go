@@ -229,7 +229,9 @@ func (c *config) middleware() ([]middleware.Middleware, error) {
 // "consecutive gateway failure" detector: a node whose calls fail at the
 // transport level Consecutive times in a row is ejected (taken out of the
 // ready set) for BaseEjection times the number of times it was ejected,
-// capped at MaxEjection, then returns. Zero fields take the defaults.
+// capped at MaxEjection, then returns. With health checks on
+// (WithHealthCheck) it returns earlier, as soon as a health check passes
+// (see KeepEjected). Zero fields take the defaults.
 //
 // What counts as a failure: no answer from the node, that is a
 // *transport.Error, including a failed dial and a timed-out call (the
@@ -259,6 +261,23 @@ type OutlierDetection struct {
 	// ejected, and a lone node never is). Default 50; 100 allows ejecting
 	// every node, in which case the client panics (see Client.Panicking).
 	MaxEjectedPercent int
+	// KeepEjected: a successful health check does not end an ejection.
+	//
+	// By default, with health checks on (WithHealthCheck), a probe begun
+	// during a node's ejection that passes and leaves the node healthy
+	// ends the ejection at once, as Envoy's
+	// successful_active_health_check_uneject_host does: that is the first
+	// such probe for a node the health check never judged unhealthy, and
+	// the HealthCheck.Healthy-th pass in a row for one it did. The node
+	// returns to the ready set (slow starting, with WithSlowStart) with a
+	// new failure streak; its ejection count is kept, so a node that fails
+	// again soon is ejected for longer. This trusts the health check to see
+	// what calls see: a probe that passes while calls fail (a TCP probe of
+	// a server whose methods hang, say) brings the node back at every
+	// probe, to fail Consecutive calls again. Set KeepEjected then, and
+	// ejections last their whole time. Without health checks it changes
+	// nothing.
+	KeepEjected bool
 	// Disable turns outlier detection off.
 	Disable bool
 }
@@ -280,7 +299,9 @@ func (o OutlierDetection) withDefaults() OutlierDetection {
 }
 
 // WithOutlierDetection sets how nodes that stop answering are ejected (see
-// OutlierDetection; on by default). OutlierDetection{Disable: true} turns it
+// OutlierDetection; on by default). An ejection lasts its whole time unless
+// a health check (WithHealthCheck) passes first, which ends it (unless
+// OutlierDetection.KeepEjected). OutlierDetection{Disable: true} turns it
 // off.
 func WithOutlierDetection(o OutlierDetection) Option {
 	return func(c *config) error {
@@ -343,7 +364,8 @@ type HealthCheck struct {
 	// healthy node out of the ready set. Default 3.
 	Unhealthy int
 	// Healthy is the number of passed probes in a row that brings an
-	// unhealthy node back. Default 2.
+	// unhealthy node back, and then also ends its outlier ejection if it
+	// was ejected (see OutlierDetection.KeepEjected). Default 2.
 	Healthy int
 	// Method is the net/rpc method called on the node, through the client's
 	// transport (the connection calls use), with a health.Request and a
@@ -383,9 +405,15 @@ func (h HealthCheck) withDefaults() HealthCheck {
 // WithHealthCheck probes every node in the background, on an interval,
 // and keeps the nodes that fail h.Unhealthy probes in a row out of the
 // ready set until they pass h.Healthy in a row (see HealthCheck). A node is
-// presumed healthy until its probes say otherwise. The probes run in
-// goroutines owned by the client, one per node; Close stops them and waits.
-// Off by default.
+// presumed healthy until its probes say otherwise.
+//
+// With outlier detection on (the default), a passed probe also ends an
+// outlier ejection early: a node ejected for failing calls is back as soon
+// as a probe begun during its ejection passes and leaves it healthy (see
+// OutlierDetection.KeepEjected, which turns this off).
+//
+// The probes run in goroutines owned by the client, one per node; Close
+// stops them and waits. Off by default.
 func WithHealthCheck(h HealthCheck) Option {
 	return func(c *config) error {
 		if h.Interval < 0 || h.Timeout < 0 || h.Unhealthy < 0 || h.Healthy < 0 {

@@ -24,7 +24,8 @@ type NodeState struct {
 	// not tell.
 	Reachable bool
 	// Ejected reports an outlier ejection in force (WithOutlierDetection),
-	// until EjectedUntil.
+	// until EjectedUntil, or until a health check passes if that comes
+	// first (see OutlierDetection.KeepEjected).
 	Ejected      bool
 	EjectedUntil time.Time
 	// Ejections is the number of times the node was ejected, less one for

@@ -133,7 +133,7 @@ func (r *Report) Markdown(command, chart string) string {
 	p("\nBoth breakers (lbrpc-full, go-kit) use gobreaker's defaults but a 1 s open state; both retrying clients make at most 3 attempts. ")
 	p("Raw net/rpc and go-kit have no reconnect of their own: the harness gives both the same lazy redial (at most one dial per node per %v).\n\n", redialBackoff)
 	p("Figures: **calls/s** counts successful calls; latency percentiles are of every call (HdrHistogram, 2 significant digits); ")
-	p("**CPU/call** is user+system time of the client process (getrusage) over calls made; **allocs/call** is `runtime.MemStats.Mallocs` over calls made. ")
+	p("**CPU/call** is user+system time of the client process (getrusage) over calls made, and **server CPU/call** that of the server process (`/proc/<pid>/stat`, 10 ms ticks) over the same calls; **allocs/call** is `runtime.MemStats.Mallocs` over calls made. ")
 	p("Both include the harness's own loop (two `time.Now` and a histogram record per call), the same for every client. ")
 	p("**calls/s** is the median of the rounds, and **rounds' range** the lowest and highest round: a wide range means the machine's other load moved it. ")
 	p("**× net/rpc** is the ratio to raw net/rpc in the same scenario and concurrency of this run (medians for calls/s; CPU and allocations pooled over the rounds).\n\n")
@@ -169,6 +169,13 @@ func (r *Report) targets(p func(string, ...any)) {
 	if raw, ok := r.Find(Healthy, Raw, at); ok && okF {
 		p("| (for scale) lbrpc-full CPU per call over raw net/rpc's, healthy, c=64 | %.2f× (%s vs %s) | — |\n",
 			safeDiv(float64(full.CPUPerCall()), float64(raw.CPUPerCall())), fmtDur(full.CPUPerCall()), fmtDur(raw.CPUPerCall()))
+	}
+	if g, ok := r.Find(Healthy, GRPC, at); ok && okF && full.ServerCPUPerCall() > 0 && g.Throughput() > 0 {
+		// The servers share the machine with the client: even a client that
+		// cost nothing could not make more calls than the cores can serve.
+		bound := float64(runtime.NumCPU()) / full.ServerCPUPerCall().Seconds()
+		p("| (bound) calls/s of a client costing no CPU, against servers taking lbrpc-full's server CPU per call (%s) on %d cores, over grpc-go's | %.2f× (%s/s) | — |\n",
+			fmtDur(full.ServerCPUPerCall()), runtime.NumCPU(), bound/g.Throughput(), fmtRate(bound))
 	}
 	p("\nThe chain's added cost in CPU and allocations, without the network, is measured by `BenchmarkChain` (below).\n\n")
 
@@ -212,8 +219,8 @@ func (r *Report) scenarioTable(p func(string, ...any), sc string) {
 	case Kill:
 		p("Node 0's listeners and connections are closed a third into each cell and it listens again on the same ports at two thirds (server process control channel). Failed calls are counted, not retried by the harness.\n\n")
 	}
-	p("| c | client | calls/s | rounds' range | × net/rpc | p50 | p99 | p99.9 | CPU/call | × net/rpc | allocs/call | × net/rpc | failed |\n")
-	p("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	p("| c | client | calls/s | rounds' range | × net/rpc | p50 | p99 | p99.9 | CPU/call | × net/rpc | server CPU/call | allocs/call | × net/rpc | failed |\n")
+	p("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	var errs []string
 	for _, c := range cfg.Concurrency {
 		raw, hasRaw := r.Find(sc, Raw, c)
@@ -233,10 +240,11 @@ func (r *Report) scenarioTable(p func(string, ...any), sc string) {
 				rate = fmt.Sprintf("%.2f", x)
 			}
 			lo, hi := res.Spread()
-			p("| %d | %s | %s | %s–%s | %s | %s | %s | %s | %s | %s | %.1f | %s | %d |\n",
+			p("| %d | %s | %s | %s–%s | %s | %s | %s | %s | %s | %s | %s | %.1f | %s | %d |\n",
 				c, cl, fmtRate(res.Throughput()), fmtRate(lo), fmtRate(hi), rate,
 				fmtDur(res.P50), fmtDur(res.P99), fmtDur(res.P999),
 				fmtDur(res.CPUPerCall()), ratio(float64(res.CPUPerCall()), float64(raw.CPUPerCall())),
+				fmtDur(res.ServerCPUPerCall()),
 				res.AllocsPerCall(), ratio(res.AllocsPerCall(), raw.AllocsPerCall()),
 				res.Failed)
 			if res.FirstErr != "" {

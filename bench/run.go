@@ -148,6 +148,7 @@ type Result struct {
 	P99      time.Duration
 	P999     time.Duration
 	CPU      time.Duration // user+system CPU of the client process, all rounds
+	SrvCPU   time.Duration // user+system CPU of the server process meanwhile (Linux; 0 elsewhere)
 	Mallocs  uint64        // heap allocations of the client process, all rounds
 	FirstErr string        // the first error, if any
 }
@@ -161,6 +162,15 @@ func (r Result) Spread() (lo, hi float64) {
 		return 0, 0
 	}
 	return slices.Min(r.Rates), slices.Max(r.Rates)
+}
+
+// ServerCPUPerCall is the server process's CPU time per call made, 0 where
+// it is not measured.
+func (r Result) ServerCPUPerCall() time.Duration {
+	if r.Calls == 0 {
+		return 0
+	}
+	return r.SrvCPU / time.Duration(r.Calls)
 }
 
 // CPUPerCall is the client process's CPU time per call made.
@@ -366,11 +376,11 @@ func (h *harness) cell(ctx context.Context, c caller, sc string, conc int, res *
 	runtime.GC()
 	var ms0, ms1 runtime.MemStats
 	runtime.ReadMemStats(&ms0)
-	cpu0 := cpuTime()
+	cpu0, srv0 := cpuTime(), serverCPU(h.srv.cmd.Process.Pid)
 	start := time.Now()
 	w, err := h.drive(ctx, c, conc, h.cfg.Duration, true)
 	elapsed := time.Since(start)
-	cpu := cpuTime() - cpu0
+	cpu, srv := cpuTime()-cpu0, serverCPU(h.srv.cmd.Process.Pid)-srv0
 	runtime.ReadMemStats(&ms1)
 	close(stop)
 	ctl.Wait()
@@ -385,6 +395,7 @@ func (h *harness) cell(ctx context.Context, c caller, sc string, conc int, res *
 	res.Failed += w.failed
 	res.Elapsed += elapsed
 	res.CPU += cpu
+	res.SrvCPU += srv
 	res.Mallocs += ms1.Mallocs - ms0.Mallocs
 	if res.FirstErr == "" {
 		res.FirstErr = w.firstErr

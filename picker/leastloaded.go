@@ -224,24 +224,30 @@ func (p *leastLoaded) observe(s *nodeState, o outcome, latency time.Duration) {
 	}
 }
 
-// set makes ns the estimate: the node's first sample, or a peak.
+// set makes ns the estimate: the node's first sample, or a peak. If another
+// Done is changing the estimate, the sample joins the batch instead of
+// waiting: picks and Dones never block on each other.
 func (p *leastLoaded) set(s *nodeState, ns float64, peak bool) {
-	now := p.clock()
-	s.mu.Lock()
+	if !s.mu.TryLock() {
+		s.batch.Add(uint64(ns)<<countBits | 1)
+		return
+	}
 	defer s.mu.Unlock()
 	if e := s.ewma.Load(); e != 0 && !(peak && ns > math.Float64frombits(e)) {
 		s.batch.Add(uint64(ns)<<countBits | 1) // another Done got there first
 		return
 	}
 	s.ewma.Store(math.Float64bits(ns))
-	s.stamp.Store(now)
+	s.stamp.Store(p.clock())
 }
 
 // fold averages the batched samples into the estimate, weighted by the
-// time since its last change.
+// time since its last change. If another Done is changing the estimate, it
+// leaves the batch to the next fold.
 func (p *leastLoaded) fold(s *nodeState) {
-	now := p.clock()
-	s.mu.Lock()
+	if !s.mu.TryLock() {
+		return
+	}
 	defer s.mu.Unlock()
 	b := s.batch.Swap(0)
 	n := b & countMask
@@ -249,8 +255,12 @@ func (p *leastLoaded) fold(s *nodeState) {
 		return
 	}
 	mean := float64(b>>countBits) / float64(n)
-	w := exp(-float64(max(now-s.stamp.Load(), 0)) * p.invTau)
 	e := math.Float64frombits(s.ewma.Load())
+	if e == 0 { // samples batched while the first one was being set
+		e = mean
+	}
+	now := p.clock()
+	w := exp(-float64(max(now-s.stamp.Load(), 0)) * p.invTau)
 	s.ewma.Store(math.Float64bits(max(e*w+mean*(1-w), 1)))
 	s.stamp.Store(now)
 }

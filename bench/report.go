@@ -136,7 +136,7 @@ func (r *Report) Markdown(command, chart string) string {
 	p("**CPU/call** is user+system time of the client process (getrusage) over calls made, and **server CPU/call** that of the server process (`/proc/<pid>/stat`, 10 ms ticks) over the same calls; **allocs/call** is `runtime.MemStats.Mallocs` over calls made. ")
 	p("Both include the harness's own loop (two `time.Now` and a histogram record per call), the same for every client. ")
 	p("**calls/s** is the median of the rounds, and **rounds' range** the lowest and highest round: a wide range means the machine's other load moved it. ")
-	p("**× net/rpc** is the ratio to raw net/rpc in the same scenario and concurrency of this run (medians for calls/s; CPU and allocations pooled over the rounds).\n\n")
+	p("**× net/rpc** is the ratio to raw net/rpc in the same scenario and concurrency of this run: for calls/s the median over rounds of the ratio within each round, in which the clients run one after the other, so that the machine changing speed between rounds cancels out; for CPU and allocations, pooled over the rounds.\n\n")
 
 	r.targets(p)
 	if chart != "" {

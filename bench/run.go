@@ -214,14 +214,26 @@ func (r *Report) Find(scenario, client string, conc int) (Result, bool) {
 }
 
 // RateRatio is a result's calls/s over another client's in the same
-// scenario and concurrency (medians of the rounds). ok is false when the
-// other client was not measured.
+// scenario and concurrency: the median over rounds of the ratio within each
+// round. The clients of a round run one after the other, so a change in the
+// machine's speed between rounds (the hypervisor moving the VM, a
+// neighbour's load) cancels out of a round's ratio, where it would skew a
+// ratio of medians. ok is false when the other client was not measured.
 func (r *Report) RateRatio(res Result, other string) (ratio float64, ok bool) {
 	o, ok := r.Find(res.Scenario, other, res.Concurrency)
-	if !ok || o.Throughput() == 0 {
+	if !ok || len(o.Rates) != len(res.Rates) || len(res.Rates) == 0 {
 		return 0, false
 	}
-	return res.Throughput() / o.Throughput(), true
+	ratios := make([]float64, 0, len(res.Rates))
+	for i, x := range res.Rates {
+		if o.Rates[i] > 0 {
+			ratios = append(ratios, x/o.Rates[i])
+		}
+	}
+	if len(ratios) == 0 {
+		return 0, false
+	}
+	return median(ratios), true
 }
 
 // Run starts the server process, measures every cell, stops the server

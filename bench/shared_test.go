@@ -1,6 +1,7 @@
 package bench_test
 
 import (
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -99,5 +100,43 @@ func TestWriteChart(t *testing.T) {
 	}
 	if ref, err := bench.WriteChart(svg, "", nil); err != nil || ref != svg {
 		t.Errorf("without a doc: %q, %v; want %q", ref, err, svg)
+	}
+}
+
+// TestRateRatio checks that ratios pair the rounds: a machine that slows
+// down for some rounds moves both clients of those rounds, and the ratio
+// stays that of the clients.
+func TestRateRatio(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		mine, base []float64
+		want       float64
+		ok         bool
+	}{
+		// Every round's ratio is 1.2 while the machine's speed changes.
+		{"drift", []float64{120, 120, 144, 180, 180}, []float64{100, 100, 120, 150, 150}, 1.2, true},
+		// A slow round for each client, not the same one: the median of
+		// the round ratios is 1.2, where the medians' ratio would be 1.2
+		// only by luck (here 120/100; with one more slow round, not).
+		{"outliers", []float64{60, 120, 120, 120, 120}, []float64{100, 50, 100, 100, 100}, 1.2, true},
+		{"rounds differ", []float64{1, 2}, []float64{1}, 0, false},
+		{"no rounds", nil, nil, 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := &bench.Report{Results: []bench.Result{
+				{Scenario: bench.Healthy, Client: bench.LBRPC, Concurrency: 4, Rates: tc.mine},
+				{Scenario: bench.Healthy, Client: bench.Raw, Concurrency: 4, Rates: tc.base},
+			}}
+			mine, _ := r.Find(bench.Healthy, bench.LBRPC, 4)
+			got, ok := r.RateRatio(mine, bench.Raw)
+			if ok != tc.ok || (ok && math.Abs(got-tc.want) > 1e-9) {
+				t.Fatalf("RateRatio = %v, %v; want %v, %v", got, ok, tc.want, tc.ok)
+			}
+		})
+	}
+	r := &bench.Report{Results: []bench.Result{{Scenario: bench.Healthy, Client: bench.LBRPC, Concurrency: 4, Rates: []float64{1}}}}
+	mine, _ := r.Find(bench.Healthy, bench.LBRPC, 4)
+	if _, ok := r.RateRatio(mine, bench.GRPC); ok {
+		t.Fatal("RateRatio against a client not measured: ok = true")
 	}
 }

@@ -46,37 +46,30 @@ func coalesce(conn net.Conn, codec Codec) rpc.ClientCodec {
 //
 // net/rpc makes one Write at a time (its Client holds a mutex across
 // WriteRequest), but Write and Close are safe for concurrent use. The flusher
-// runs until Close, a write error, or a read error reported by countingCodec;
-// Close waits for it.
+// runs only while there is something to write: the Write that queues onto an
+// empty queue starts it, and it returns once the queue is empty, so an idle
+// connection (a client of 10,000 nodes has many) holds no goroutine. Close
+// waits for it.
 type coalescingConn struct {
 	net.Conn
 
 	solo atomic.Bool // set by countingCodec: no other call is outstanding
 
-	mu      sync.Mutex
-	pending []byte // copied by Write, not yet taken by the flusher
-	spare   []byte // the flusher's last batch, emptied, for reuse
-	writing bool   // an inline Write or the flusher is in Conn.Write
-	err     error  // sticky: the first write error, or why writing stopped
+	mu       sync.Mutex
+	pending  []byte // copied by Write, not yet taken by the flusher
+	spare    []byte // the flusher's last batch, emptied, for reuse
+	writing  bool   // an inline Write or the flusher is in Conn.Write
+	flushing bool   // a flusher goroutine is running
+	err      error  // sticky: the first write error, or why writing stopped
 
-	kick     chan struct{} // capacity 1: pending has bytes for the flusher
-	stop     chan struct{} // closed to end the flusher
-	stopOnce sync.Once
-	done     chan struct{} // closed when the flusher has returned
+	flushers sync.WaitGroup // Close waits for the flusher
 
 	closeOnce sync.Once
 	closeErr  error
 }
 
 func newCoalescingConn(conn net.Conn) *coalescingConn {
-	c := &coalescingConn{
-		Conn: conn,
-		kick: make(chan struct{}, 1),
-		stop: make(chan struct{}),
-		done: make(chan struct{}),
-	}
-	go c.flush()
-	return c
+	return &coalescingConn{Conn: conn}
 }
 
 // Write writes p inline or queues it for the flusher; see coalescingConn.
@@ -89,8 +82,11 @@ func (c *coalescingConn) Write(p []byte) (int, error) {
 	}
 	if c.writing || len(c.pending) > 0 || !c.solo.Load() {
 		c.pending = append(c.pending, p...)
+		start := c.startLocked()
 		c.mu.Unlock()
-		c.wake()
+		if start {
+			go c.flush()
+		}
 		return len(p), nil
 	}
 	c.writing = true // the flusher may not start until this write ends
@@ -103,73 +99,72 @@ func (c *coalescingConn) Write(p []byte) (int, error) {
 	if err != nil {
 		c.haltLocked(err)
 	}
-	queued := len(c.pending) > 0 // only if Writes were made concurrently
+	// Bytes queued meanwhile (only if Writes were made concurrently) found
+	// this write in progress and left them to be started here.
+	start := err == nil && len(c.pending) > 0 && c.startLocked()
 	c.mu.Unlock()
 	if err != nil {
 		c.closeConn()
-	} else if queued {
-		c.wake()
+	} else if start {
+		go c.flush()
 	}
 	return n, err
 }
 
-// wake tells the flusher that pending has bytes; if it was already told, it
-// has not looked yet and will take these too.
-func (c *coalescingConn) wake() {
-	select {
-	case c.kick <- struct{}{}:
-	default:
+// startLocked reports whether the caller is to start the flusher (with c.mu
+// held): when none runs and no write is in progress, whose end would start
+// it. It counts the flusher in before c.mu is released, so that Close, which
+// halts under c.mu first, waits for every flusher started.
+func (c *coalescingConn) startLocked() bool {
+	if c.flushing || c.writing || c.err != nil {
+		return false
 	}
+	c.flushing = true
+	c.flushers.Add(1)
+	return true
 }
 
-// flush writes pending in batches until writing stops.
+// flush writes pending in batches until it is empty or writing stops.
 func (c *coalescingConn) flush() {
-	defer close(c.done)
+	defer c.flushers.Done()
+	// Let the callers that are ready to run queue their requests first, as
+	// grpc-go's loopyWriter does before a small flush: the new goroutine
+	// runs next on its P, so without this the flusher would, on one P, take
+	// each request alone.
+	runtime.Gosched()
 	for {
-		select {
-		case <-c.kick:
-		case <-c.stop:
+		c.mu.Lock()
+		if c.err != nil || len(c.pending) == 0 {
+			c.flushing = false
+			c.mu.Unlock()
 			return
 		}
-		// Let the callers that are ready to run queue their requests
-		// first, as grpc-go's loopyWriter does before a small flush. The
-		// goroutine a channel send wakes runs next on its P, so without this
-		// the flusher would, on one P, take each request alone.
-		runtime.Gosched()
-		for {
-			c.mu.Lock()
-			if c.err != nil || c.writing || len(c.pending) == 0 {
-				// An inline Write in progress wakes the flusher again if it
-				// finds bytes pending when it ends.
-				c.mu.Unlock()
-				break
-			}
-			batch := c.pending
-			c.pending, c.spare = c.spare[:0], nil
-			c.writing = true
-			c.mu.Unlock()
+		batch := c.pending
+		c.pending, c.spare = c.spare[:0], nil
+		c.writing = true
+		c.mu.Unlock()
 
-			_, err := c.Conn.Write(batch)
+		_, err := c.Conn.Write(batch)
 
-			c.mu.Lock()
-			c.writing = false
-			if cap(batch) <= maxRetained {
-				c.spare = batch[:0]
-			}
-			if err != nil {
-				c.haltLocked(err)
-			}
-			c.mu.Unlock()
-			if err != nil {
-				c.closeConn()
-				return
-			}
+		c.mu.Lock()
+		c.writing = false
+		if cap(batch) <= maxRetained {
+			c.spare = batch[:0]
+		}
+		if err != nil {
+			c.haltLocked(err)
+			c.flushing = false
+		}
+		c.mu.Unlock()
+		if err != nil {
+			c.closeConn()
+			return
 		}
 	}
 }
 
 // halt stops writing: later Writes fail with err (unless an earlier error
-// stands), pending bytes are dropped and the flusher ends.
+// stands), pending bytes are dropped and no flusher starts or goes on.
 func (c *coalescingConn) halt(err error) {
 	c.mu.Lock()
 	c.haltLocked(err)
@@ -182,7 +177,6 @@ func (c *coalescingConn) haltLocked(err error) {
 		c.err = err
 	}
 	c.pending = nil
-	c.stopOnce.Do(func() { close(c.stop) })
 }
 
 func (c *coalescingConn) closeConn() error {
@@ -191,12 +185,12 @@ func (c *coalescingConn) closeConn() error {
 }
 
 // Close drops pending bytes, closes the connection and waits for the
-// flusher, which closing the connection unblocks. It is idempotent: every
+// flusher, if one runs, which closing the connection unblocks. It is idempotent: every
 // call returns the result of closing the connection.
 func (c *coalescingConn) Close() error {
 	c.halt(net.ErrClosed)
 	err := c.closeConn()
-	<-c.done
+	c.flushers.Wait()
 	return err
 }
 

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/rpc"
 	"net/rpc/jsonrpc"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -369,5 +370,33 @@ func TestWithWriteCoalescingOption(t *testing.T) {
 			t.Fatalf("WithWriteCoalescing(%t): %v", on, err)
 		}
 		p.Close()
+	}
+}
+
+// A connection runs a flusher only while it has requests queued: once the
+// calls are done, its connection holds no flusher goroutine (a client of
+// many nodes holds many idle connections).
+func TestCoalescingIdleConnectionHoldsNoFlusher(t *testing.T) {
+	s := rpctest.Start(t, 1, rpctest.Gob)[0]
+	var d wireDialer
+	p := newPool(t, transport.WithDialer(d.dial))
+	callAll(t, p, s.Addr, 64, 20, func(g, i int) string { return fmt.Sprintf("%d.%d", g, i) })
+	if w := d.writes.Load(); w >= 64*20 {
+		t.Fatalf("%d writes for %d concurrent requests: the flusher never ran", w, 64*20)
+	}
+	rpctest.Eventually(t, "the flusher to return once the queue is empty", func() bool {
+		return flushers() == 0
+	})
+}
+
+// flushers counts the goroutines running a coalescing connection's flusher.
+func flushers() int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			return strings.Count(string(buf[:n]), "transport.(*coalescingConn).flush(")
+		}
+		buf = make([]byte, 2*len(buf))
 	}
 }

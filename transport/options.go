@@ -144,8 +144,8 @@ func WithLazyDial() Option {
 // net/rpc writes every request by itself, one write(2) per call, while
 // holding the connection's request lock. With coalescing on, a request made
 // while other calls are outstanding on its connection is copied into a
-// buffer, and one goroutine per connection writes all that has piled up in a
-// single write. That saves CPU when many calls run at once on each
+// buffer, and a goroutine of the connection, which runs only while the
+// buffer is not empty, writes all that has piled up in a single write. That saves CPU when many calls run at once on each
 // connection. A lone caller's request is still written inline, so a serial
 // caller pays no goroutine handoff.
 //

@@ -216,8 +216,9 @@ func (p *leastLoaded) observe(s *nodeState, o outcome, latency time.Duration) {
 		p.set(s, ns, peak)
 		return
 	}
-	// Failures fold at once: they are rare on a healthy node, and a node
-	// that fails fast must not keep looking fast for a batch.
+	// Failures fold at once (or with the next failure, if another Done is
+	// folding just then): they are rare on a healthy node, and a node that
+	// fails fast must not keep looking fast for a batch.
 	b := s.batch.Add(uint64(ns)<<countBits | 1)
 	if !peak || b&countMask >= foldEvery || p.seen.Load()-s.stamp.Load() >= p.tau>>4 {
 		p.fold(s)

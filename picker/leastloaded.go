@@ -229,30 +229,32 @@ func (p *leastLoaded) observe(s *nodeState, o outcome, latency time.Duration) {
 // Done is changing the estimate, the sample joins the batch instead of
 // waiting: picks and Dones never block on each other.
 func (p *leastLoaded) set(s *nodeState, ns float64, peak bool) {
-	if !s.mu.TryLock() {
+	st, ok := s.lockEstimate()
+	if !ok {
 		s.batch.Add(uint64(ns)<<countBits | 1)
 		return
 	}
-	defer s.mu.Unlock()
 	if e := s.ewma.Load(); e != 0 && !(peak && ns > math.Float64frombits(e)) {
 		s.batch.Add(uint64(ns)<<countBits | 1) // another Done got there first
+		s.stamp.Store(st)
 		return
 	}
 	s.ewma.Store(math.Float64bits(ns))
-	s.stamp.Store(p.clock())
+	s.stamp.Store(max(p.clock()&^1, st))
 }
 
 // fold averages the batched samples into the estimate, weighted by the
 // time since its last change. If another Done is changing the estimate, it
 // leaves the batch to the next fold.
 func (p *leastLoaded) fold(s *nodeState) {
-	if !s.mu.TryLock() {
+	st, ok := s.lockEstimate()
+	if !ok {
 		return
 	}
-	defer s.mu.Unlock()
 	b := s.batch.Swap(0)
 	n := b & countMask
 	if n == 0 {
+		s.stamp.Store(st)
 		return
 	}
 	mean := float64(b>>countBits) / float64(n)
@@ -260,8 +262,8 @@ func (p *leastLoaded) fold(s *nodeState) {
 	if e == 0 { // samples batched while the first one was being set
 		e = mean
 	}
-	now := p.clock()
-	w := exp(-float64(max(now-s.stamp.Load(), 0)) * p.invTau)
+	now := max(p.clock()&^1, st)
+	w := exp(-float64(now-st) * p.invTau)
 	s.ewma.Store(math.Float64bits(max(e*w+mean*(1-w), 1)))
 	s.stamp.Store(now)
 }

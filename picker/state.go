@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net/rpc"
-	"sync"
 	"sync/atomic"
 
 	"github.com/lbrpc/lbrpc/registry"
@@ -19,7 +18,7 @@ type nodeState struct {
 	// cache line of its own, and 10,000 nodes take 640 KB, not twice that.
 	inflight atomic.Int64
 	ewma     atomic.Uint64  // float64 bits of LeastLoaded's estimate in ns; 0 before the first sample
-	stamp    atomic.Int64   // clock reading of the estimate's last change
+	stamp    atomic.Int64   // clock reading of the estimate's last change, even; odd while a Done changes the estimate (see lockEstimate)
 	batch    atomic.Uint64  // samples not folded in yet: sum of ns<<countBits | count
 	done     func(DoneInfo) // the finish method value, bound once so that Done does not allocate
 	ll       *leastLoaded   // nil unless the picker tracks latency (see leastloaded.go)
@@ -31,7 +30,16 @@ type nodeState struct {
 type cold struct {
 	addr     string
 	failures atomic.Int64
-	mu       sync.Mutex // serialises the writers of ewma and stamp
+}
+
+// lockEstimate takes the right to change ewma and stamp, which LeastLoaded's
+// Dones share, without waiting: it fails if another Done holds it. The lock
+// is stamp's lowest bit, so that taking it touches no line but the node's
+// own, and readers that ignore it see the stamp 1ns late at most. It
+// returns the stamp to store (with the lock released) if nothing changes.
+func (s *nodeState) lockEstimate() (stamp int64, ok bool) {
+	st := s.stamp.Load()
+	return st, st&1 == 0 && s.stamp.CompareAndSwap(st, st|1)
 }
 
 func newNodeState(addr string, ll *leastLoaded, total *atomic.Int64) *nodeState {

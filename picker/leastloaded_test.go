@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"net/rpc"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -362,5 +365,46 @@ func TestLeastLoadedServersThatDoNotQueue(t *testing.T) {
 	}
 	if slow.Share[0] > 0.002 {
 		t.Errorf("slow node's share = %.5f, want at most 0.002", slow.Share[0])
+	}
+}
+
+// Dones that race to change a node's estimate never wait for each other
+// (the loser's sample joins the batch), and none leaves the estimate locked:
+// after a storm of concurrent Dones, a peak still sets every node's estimate.
+func TestLeastLoadedConcurrentDonesLeaveEstimateFree(t *testing.T) {
+	p := picker.LeastLoaded()
+	p.Update(nodes(2))
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			for i := range 5000 {
+				res, err := p.Pick(context.Background(), picker.Info{})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				var err2 error
+				if (g+i)%7 == 0 {
+					err2 = errors.New("broken pipe") // failures fold at once
+				}
+				res.Done(picker.DoneInfo{Err: err2, Latency: time.Duration(1+(g*i)%13) * time.Millisecond})
+			}
+		})
+	}
+	wg.Wait()
+	const peak = 10 * time.Minute // above every estimate (and below the cap on samples): each node takes it at once
+	seen := map[string]bool{}
+	for len(seen) < 2 {
+		res, err := p.Pick(context.Background(), picker.Info{Tried: slices.Collect(maps.Keys(seen))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Done(picker.DoneInfo{Latency: peak})
+		seen[res.Node.Addr] = true
+	}
+	for _, l := range p.(picker.LoadReporter).Loads() {
+		if l.InFlight != 0 || l.Latency != peak {
+			t.Errorf("%s: %d in flight, estimate %v; want 0 and the peak, %v", l.Addr, l.InFlight, l.Latency, peak)
+		}
 	}
 }

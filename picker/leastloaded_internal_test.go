@@ -1,0 +1,56 @@
+package picker
+
+import (
+	"testing"
+	"time"
+)
+
+// Every way out of set and fold releases the estimate's lock (the stamp's
+// low bit), and a held lock makes them give way instead of waiting.
+func TestEstimateLock(t *testing.T) {
+	p := LeastLoaded().(*leastLoaded)
+	for _, tc := range []struct {
+		name string
+		run  func(s *nodeState)
+	}{
+		{"first sample", func(s *nodeState) { p.set(s, 1e6, true) }},
+		{"peak", func(s *nodeState) { p.set(s, 1e6, true); p.set(s, 2e6, true) }},
+		{"not a peak after all", func(s *nodeState) { p.set(s, 2e6, true); p.set(s, 1e6, true) }},
+		{"fold", func(s *nodeState) { p.set(s, 1e6, true); s.batch.Add(uint64(5e5)<<countBits | 1); p.fold(s) }},
+		{"fold of an empty batch", func(s *nodeState) { p.set(s, 1e6, true); p.fold(s) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := p.fresh("a")
+			tc.run(s)
+			if st := s.stamp.Load(); st&1 != 0 {
+				t.Fatalf("stamp %d left locked", st)
+			}
+			if _, ok := s.lockEstimate(); !ok {
+				t.Fatal("lock not free")
+			}
+		})
+	}
+
+	t.Run("held", func(t *testing.T) {
+		s := p.fresh("a")
+		p.set(s, 1e6, true)
+		st, ok := s.lockEstimate()
+		if !ok {
+			t.Fatal("lock not free")
+		}
+		if _, again := s.lockEstimate(); again {
+			t.Fatal("lock taken twice")
+		}
+		before := s.ewma.Load()
+		p.set(s, float64(time.Second), true) // a peak, but the lock is held: batched
+		p.fold(s)                             // gives way: the batch stays
+		if s.ewma.Load() != before || s.batch.Load()&countMask != 1 {
+			t.Fatalf("estimate changed or batch of %d samples; want the peak batched, the estimate untouched", s.batch.Load()&countMask)
+		}
+		s.stamp.Store(st)
+		p.fold(s)
+		if n := s.batch.Load() & countMask; n != 0 {
+			t.Fatalf("%d samples left after a free fold", n)
+		}
+	})
+}

@@ -43,7 +43,7 @@ func TestEstimateLock(t *testing.T) {
 		}
 		before := s.ewma.Load()
 		p.set(s, float64(time.Second), true) // a peak, but the lock is held: batched
-		p.fold(s)                             // gives way: the batch stays
+		p.fold(s)                            // gives way: the batch stays
 		if s.ewma.Load() != before || s.batch.Load()&countMask != 1 {
 			t.Fatalf("estimate changed or batch of %d samples; want the peak batched, the estimate untouched", s.batch.Load()&countMask)
 		}

@@ -54,9 +54,10 @@ type Pool struct {
 	closed  atomic.Bool
 	wg      sync.WaitGroup
 
-	mu       sync.Mutex // guards writes to nodes, draining
+	mu       sync.Mutex // guards writes to nodes, draining, gone
 	nodes    atomic.Pointer[map[string]*node]
 	draining map[*node]*time.Timer
+	gone     map[string]bool // the addresses the last Update removed
 	notify   atomic.Pointer[func()]
 }
 
@@ -86,7 +87,9 @@ func New(opts ...Option) (*Pool, error) {
 // abandoned call may still receive, so it is never returned.
 var chans = sync.Pool{New: func() any { return make(chan *rpc.Call, 1) }}
 
-// Call implements Transport.
+// Call implements Transport. An address the pool has not seen is dialled on
+// first use; one that the last Update removed fails with an *Error wrapping
+// ErrNodeRemoved (a call picked before that Update: safe to retry elsewhere).
 func (p *Pool) Call(ctx context.Context, addr, serviceMethod string, args, reply any) error {
 	rv := reflect.ValueOf(reply)
 	if rv.Kind() != reflect.Pointer || rv.IsNil() {
@@ -96,7 +99,7 @@ func (p *Pool) Call(ctx context.Context, addr, serviceMethod string, args, reply
 		return ErrClosed
 	}
 	n := p.node(addr)
-	if !n.acquire() {
+	if n == nil || !n.acquire() {
 		return &Error{Addr: addr, Op: OpDial, Err: ErrNodeRemoved}
 	}
 	defer n.release()
@@ -139,7 +142,10 @@ func (p *Pool) Call(ctx context.Context, addr, serviceMethod string, args, reply
 	return &Error{Addr: addr, Op: OpCall, Err: call.Error}
 }
 
-// node returns the state of addr, adding it if the pool has not seen it.
+// node returns the state of addr, adding it if the pool has not seen it,
+// or nil if the last Update removed it: a call picked from a node set older
+// than that Update must not dial a connection nothing would close until the
+// next one.
 func (p *Pool) node(addr string) *node {
 	if n, ok := (*p.nodes.Load())[addr]; ok {
 		return n
@@ -149,6 +155,9 @@ func (p *Pool) node(addr string) *node {
 	cur := *p.nodes.Load()
 	if n, ok := cur[addr]; ok {
 		return n
+	}
+	if p.gone[addr] {
+		return nil
 	}
 	n := &node{p: p, addr: addr}
 	next := make(map[string]*node, len(cur)+1)
@@ -176,9 +185,11 @@ func (p *Pool) Update(addrs []string) {
 		}
 		next[a] = n
 	}
+	p.gone = map[string]bool{}
 	for a, n := range cur {
 		if _, keep := next[a]; !keep {
 			p.drain(n)
+			p.gone[a] = true
 		}
 	}
 	p.nodes.Store(&next)

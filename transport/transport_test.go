@@ -249,6 +249,47 @@ func TestDrain(t *testing.T) {
 	})
 }
 
+// A call for a node the last Update removed (picked from an older set)
+// fails as unsent and dials nothing, where it used to reopen a connection
+// that only the next Update would close. Addresses never seen still dial on
+// first use, and a node added back is served again.
+func TestCallForRemovedNode(t *testing.T) {
+	servers := rpctest.Start(t, 3, rpctest.Gob)
+	a, b, c := servers[0], servers[1], servers[2]
+	p := newPool(t, transport.WithLazyDial())
+	ctx := context.Background()
+	call := func(addr string) error {
+		var reply string
+		return p.Call(ctx, addr, "Hello.Say", "x", &reply)
+	}
+	p.Update([]string{a.Addr, b.Addr})
+	if err := call(a.Addr); err != nil {
+		t.Fatalf("call to a: %v", err)
+	}
+	p.Update([]string{b.Addr})
+	rpctest.Eventually(t, "a to be drained", func() bool { return len(p.State()) == 1 })
+
+	err := call(a.Addr)
+	var te *transport.Error
+	if !errors.Is(err, transport.ErrNodeRemoved) || !errors.As(err, &te) || !te.Unsent() {
+		t.Fatalf("call to removed a: err = %v, want an unsent *transport.Error wrapping ErrNodeRemoved", err)
+	}
+	if got := a.Accepts(); got != 1 {
+		t.Fatalf("a accepted %d connections, want 1: the call for the removed node dialled", got)
+	}
+	if got := len(p.State()); got != 1 {
+		t.Fatalf("pool holds %d nodes after a call for a removed one, want 1", got)
+	}
+
+	if err := call(c.Addr); err != nil { // never seen: dialled on first use
+		t.Fatalf("call to unseen c: %v", err)
+	}
+	p.Update([]string{a.Addr, b.Addr})
+	if err := call(a.Addr); err != nil {
+		t.Fatalf("call to a, added back: %v", err)
+	}
+}
+
 func TestCloseFailsPendingCalls(t *testing.T) {
 	s := rpctest.Start(t, 1, rpctest.Gob)[0]
 	s.SetLatency(time.Hour)

@@ -68,7 +68,7 @@ func TestCodecs(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			servers := rpctest.Start(t, 2, tc.mode)
-			c := newClient(t, servers, lbrpc.WithTransportOptions(tc.opts...))
+			c := newClient(t, servers, lbrpc.WithTransportOptions(tc.opts...), lbrpc.WithPicker(picker.RoundRobin()))
 			for i := 0; i < 4; i++ {
 				var reply string
 				if err := c.Call(context.Background(), "Hello.Who", "", &reply); err != nil {

@@ -99,7 +99,7 @@ func ExampleWithMiddleware() {
 			return err
 		}
 	}
-	c, err := lbrpc.New(lbrpc.WithRegistry(registry.Static(addrs...)), lbrpc.WithMiddleware(count))
+	c, err := lbrpc.New(lbrpc.WithRegistry(registry.Static(addrs...)), lbrpc.WithPicker(picker.RoundRobin()), lbrpc.WithMiddleware(count))
 	if err != nil {
 		log.Fatal(err)
 	}

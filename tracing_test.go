@@ -13,6 +13,7 @@ import (
 
 	"github.com/lbrpc/lbrpc"
 	"github.com/lbrpc/lbrpc/internal/rpctest"
+	"github.com/lbrpc/lbrpc/picker"
 )
 
 func attrs(s sdktrace.ReadOnlySpan) map[attribute.Key]attribute.Value {
@@ -30,7 +31,7 @@ func TestTracingEndToEnd(t *testing.T) {
 	rec := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
 	defer tp.Shutdown(context.Background())
-	c := newClient(t, servers, lbrpc.WithTracing(tp), lbrpc.WithRetry(1))
+	c := newClient(t, servers, lbrpc.WithTracing(tp), lbrpc.WithRetry(1), lbrpc.WithPicker(picker.RoundRobin()))
 
 	var reply string
 	if err := c.Call(context.Background(), "Hello.Say", "x", &reply); err != nil { // warm both connections

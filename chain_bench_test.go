@@ -49,7 +49,7 @@ func chainOptions() []lbrpc.Option {
 // transport:
 //
 //   - direct: the transport alone, the baseline;
-//   - bare: Client.Call with RoundRobin and no middleware (the defaults);
+//   - bare: Client.Call with RoundRobin and no middleware;
 //   - leastloaded: bare with picker.LeastLoaded;
 //   - full: leastloaded with the full chain (tracing, rate limit, breaker,
 //     retry).

@@ -578,7 +578,11 @@ func TestStateDefaults(t *testing.T) {
 		t.Fatalf("State() = %+v, want both nodes in the registry's order", st)
 	}
 	for _, s := range st {
-		want := lbrpc.NodeState{Addr: s.Addr, Weight: 1, Ready: true, Reachable: true, Breaker: gobreaker.StateClosed, Healthy: true, Share: 1}
+		// The default picker, LeastLoaded, has learned each node's latency.
+		if s.Latency <= 0 {
+			t.Fatalf("state = %+v, want the latency LeastLoaded measured", s)
+		}
+		want := lbrpc.NodeState{Addr: s.Addr, Weight: 1, Ready: true, Reachable: true, Breaker: gobreaker.StateClosed, Healthy: true, Share: 1, Latency: s.Latency}
 		if s != want {
 			t.Fatalf("state = %+v, want %+v", s, want)
 		}

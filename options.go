@@ -49,7 +49,7 @@ type config struct {
 
 func defaultConfig() config {
 	od := OutlierDetection{}.withDefaults()
-	return config{picker: picker.RoundRobin(), outlier: &od, now: time.Now}
+	return config{picker: picker.LeastLoaded(), outlier: &od, now: time.Now}
 }
 
 // WithRegistry sets where the client finds its nodes. Required.
@@ -64,7 +64,9 @@ func WithRegistry(r registry.Registry) Option {
 }
 
 // WithPicker sets how a node is chosen per attempt (default
-// picker.RoundRobin()). A picker serves one client.
+// picker.LeastLoaded(), which steers away from slow, overloaded and failing
+// nodes; picker.RoundRobin() gives the nodes strictly in turn). A picker
+// serves one client.
 func WithPicker(p picker.Picker) Option {
 	return func(c *config) error {
 		if p == nil {

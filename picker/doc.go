@@ -12,7 +12,8 @@
 //
 // # Which picker
 //
-//   - LeastLoaded: the one to use unless calls need a particular node. The
+//   - LeastLoaded: the client's default, and the one to use unless calls
+//     need a particular node. The
 //     power of two choices over latency × calls in flight (Finagle's and
 //     Linkerd's peak EWMA), with a penalty for failures, so it steers away
 //     from slow, overloaded and failing nodes within a few calls, with no
@@ -20,7 +21,7 @@
 //   - LeastRequest: the power of two choices over calls in flight only
 //     (grpc-go's least_request). No clock, but a node that fails fast looks
 //     idle to it and draws more calls.
-//   - RoundRobin: the nodes in turn; the client's default. Fine when nodes
+//   - RoundRobin: the nodes in turn. Fine when nodes
 //     and calls are alike; it keeps feeding a slow node its full share.
 //   - Random: uniform; like RoundRobin without the lockstep of many
 //     clients started together.

@@ -144,6 +144,10 @@ func (st *stats) count(next middleware.Invoker) middleware.Invoker {
 	}
 }
 
+// serverLatency is how long server i takes per call: nodes of unequal speed,
+// so that the picker has something to choose between.
+func serverLatency(i int) time.Duration { return time.Duration(i+1) * time.Millisecond }
+
 // run is the demo: main prints its output, the test checks it.
 func run(w io.Writer) error {
 	var servers []*server
@@ -154,7 +158,7 @@ func run(w io.Writer) error {
 	}()
 	var addrs []string
 	for i := range 3 {
-		s, err := startServer(time.Duration(i+1) * time.Millisecond)
+		s, err := startServer(serverLatency(i))
 		if err != nil {
 			return err
 		}
@@ -171,7 +175,9 @@ func run(w io.Writer) error {
 	st := &stats{nodes: map[string]struct{ before, after, failed int }{}}
 	client, err := lbrpc.New(
 		lbrpc.WithRegistry(registry.Static(addrs...)),
-		lbrpc.WithPicker(picker.RoundRobin()),
+		// The default, shown here because it is the point of the demo: the
+		// 1ms node takes the most calls, the 3ms node the fewest.
+		lbrpc.WithPicker(picker.LeastLoaded()),
 		lbrpc.WithRetry(3),
 		// The breaker sees calls after their retries, so it opens when the
 		// whole service fails, not when one node does.
@@ -247,10 +253,11 @@ func run(w io.Writer) error {
 	fmt.Fprintln(tw, "attempts per node\tbefore kill\tafter kill\tfailed")
 	for i, a := range addrs {
 		n := st.nodes[a]
+		label := fmt.Sprintf("%s (%v)", a, serverLatency(i))
 		if i == victim {
-			a += " (killed)"
+			label = fmt.Sprintf("%s (%v, killed)", a, serverLatency(i))
 		}
-		fmt.Fprintf(tw, "  %s\t%d\t%d\t%d\n", a, n.before, n.after, n.failed)
+		fmt.Fprintf(tw, "  %s\t%d\t%d\t%d\n", label, n.before, n.after, n.failed)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -118,10 +118,10 @@ type pickerSpec struct {
 }
 
 var pickerSpecs = []pickerSpec{
-	{name: "RoundRobin", new: picker.RoundRobin, notes: "the baseline row, and the client's default"},
+	{name: "RoundRobin", new: picker.RoundRobin, notes: "the baseline row"},
 	{name: "Random", new: picker.Random},
 	{name: "LeastRequest", new: picker.LeastRequest},
-	{name: "LeastLoaded", new: func() picker.Picker { return picker.LeastLoaded() }},
+	{name: "LeastLoaded", new: func() picker.Picker { return picker.LeastLoaded() }, notes: "the client's default"},
 	{name: "WeightedRoundRobin", new: picker.WeightedRoundRobin, notes: "every weight 1"},
 	{name: "PickFirst", new: picker.PickFirst, notes: "node 0, the slow or failing one, is first"},
 	{name: "ConsistentHash", new: func() picker.Picker { return picker.ConsistentHash() }, keys: true, notes: "each call carries a key drawn at random (`picker.WithKey`)"},

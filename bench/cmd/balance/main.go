@@ -48,6 +48,7 @@ func mainErr() error {
 		scens     = flag.String("scenarios", strings.Join(def.Scenarios, ","), "scenarios, comma-separated")
 		pickers   = flag.String("pickers", strings.Join(def.Pickers, ","), "pickers, comma-separated")
 		sim       = flag.Bool("sim", def.Sim, "also report the 100-node simulation (runs go test in package picker)")
+		rounds    = flag.Int("target-rounds", def.TargetRounds, "rounds of LeastLoaded's healthy and slow cells whose median ratio is the target's measure")
 		out       = flag.String("out", filepath.Join(root, "docs", "benchmarks.md"), `Markdown file whose balance section is rewritten; "" prints the section instead`)
 		svg       = flag.String("svg", filepath.Join(root, "docs", "benchmarks-balance.svg"), `chart file; "" for none`)
 	)
@@ -73,6 +74,9 @@ func mainErr() error {
 	}
 	if set["cell-limit"] {
 		cfg.CellLimit = *cellLimit
+	}
+	if set["target-rounds"] {
+		cfg.TargetRounds = *rounds
 	}
 	cfg.Workers, cfg.Base, cfg.SlowFactor, cfg.FailPct = *workers, *base, *slow, *failPct
 	cfg.Scenarios, cfg.Pickers, cfg.Sim = bench.SplitList(*scens), bench.SplitList(*pickers), *sim

@@ -29,6 +29,7 @@ func TestRunTiny(t *testing.T) {
 	cfg.Scenarios = []string{"healthy", "slow"}
 	cfg.Pickers = []string{"RoundRobin", "LeastLoaded"}
 	cfg.Sim = false
+	cfg.TargetRounds = 3
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	rep, err := run(ctx, cfg)
@@ -45,6 +46,14 @@ func TestRunTiny(t *testing.T) {
 		if !(res.P50 > 0 && res.P50 <= res.P99 && res.P99 <= res.P999) {
 			t.Errorf("%s, %s: percentiles p50 %v, p99 %v, p99.9 %v out of order", res.Scenario, res.Picker, res.P50, res.P99, res.P999)
 		}
+	}
+	if len(rep.Target) != cfg.TargetRounds {
+		t.Errorf("target measured %d times (%v), want %d", len(rep.Target), rep.Target, cfg.TargetRounds)
+	}
+	h, _ := rep.find("healthy", "LeastLoaded")
+	s, _ := rep.find("slow", "LeastLoaded")
+	if want := float64(s.P99) / float64(h.P99); len(rep.Target) == 0 || rep.Target[0] != want {
+		t.Errorf("target rounds %v, want the run's own ratio %.3f first", rep.Target, want)
 	}
 	rr, _ := rep.find("slow", "RoundRobin")
 	ll, _ := rep.find("slow", "LeastLoaded")
@@ -85,6 +94,7 @@ func TestRunTiny(t *testing.T) {
 	for _, want := range []string{
 		heading, beginMarker, endMarker,
 		"### Target, measured in this run",
+		"median of 3 rounds of the two cells",
 		"### Loopback: all nodes healthy",
 		"### Loopback: one node 10× slower",
 		"![p99 latency by picker and scenario, loopback](balance.svg)",
@@ -171,5 +181,21 @@ PASS
 	}
 	if _, err := parseSimTable(strings.Replace(out, "--- PASS", "--- FAIL", 1)); err == nil {
 		t.Error("a failed test's output parsed without error")
+	}
+}
+
+func TestMedian(t *testing.T) {
+	for _, tc := range []struct {
+		xs   []float64
+		want float64
+	}{
+		{nil, 0},
+		{[]float64{2}, 2},
+		{[]float64{3, 1, 2}, 2},
+		{[]float64{4, 1, 3, 2}, 2.5},
+	} {
+		if got := median(tc.xs); got != tc.want {
+			t.Errorf("median(%v) = %v, want %v", tc.xs, got, tc.want)
+		}
 	}
 }

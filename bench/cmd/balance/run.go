@@ -36,7 +36,12 @@ type config struct {
 	Scenarios  []string      // ids from scenarios
 	Pickers    []string      // names from pickerSpecs
 	Sim        bool          // also run the 100-node simulation (go test in package picker)
-	Log        io.Writer     // progress; nil for none
+	// TargetRounds is how many times the target is measured: the
+	// healthy and slow cells of LeastLoaded, the run's own included. One
+	// run's ratio hangs on a fraction of a percent of the calls; the median
+	// of several does not.
+	TargetRounds int
+	Log          io.Writer // progress; nil for none
 }
 
 func defaultConfig() config {
@@ -53,6 +58,8 @@ func defaultConfig() config {
 		Scenarios:  scenarioIDs(),
 		Pickers:    pickerNames(),
 		Sim:        true,
+
+		TargetRounds: 7,
 	}
 }
 
@@ -60,6 +67,7 @@ func quickConfig() config {
 	c := defaultConfig()
 	c.Calls = 2000
 	c.CellLimit = time.Second
+	c.TargetRounds = 3
 	return c
 }
 
@@ -190,6 +198,9 @@ type report struct {
 	Load    [2]float64 // 1-minute load average at start and end; -1 if unknown
 	Results []result
 	Sim     []simRow
+	// Target holds LeastLoaded's slow-cell p99 over its healthy-cell p99,
+	// one per round (see config.TargetRounds); the first is the run's own.
+	Target []float64
 }
 
 func (r *report) find(sc, pk string) (result, bool) {
@@ -203,7 +214,7 @@ func (r *report) find(sc, pk string) (result, bool) {
 
 func (cfg config) validate() error {
 	if cfg.Nodes < 2 || cfg.Calls < 1 || cfg.Workers < 1 || cfg.CellLimit <= 0 || cfg.CallLimit <= 0 ||
-		cfg.Base <= 0 || cfg.SlowFactor < 1 || cfg.FailPct < 0 || cfg.FailPct > 100 || cfg.Keys < 1 {
+		cfg.Base <= 0 || cfg.SlowFactor < 1 || cfg.FailPct < 0 || cfg.FailPct > 100 || cfg.Keys < 1 || cfg.TargetRounds < 1 {
 		return errors.New("bad configuration")
 	}
 	if len(cfg.Scenarios) == 0 || len(cfg.Pickers) == 0 {
@@ -244,34 +255,61 @@ func run(ctx context.Context, cfg config) (*report, error) {
 	}
 	defer stopServers(ss)
 	for _, id := range cfg.Scenarios {
-		sc, _ := findScenario(id)
 		for _, name := range cfg.Pickers {
-			if err := ctx.Err(); err != nil {
+			res, err := runCell(ctx, cfg, ss, id, name)
+			if err != nil {
 				return nil, err
 			}
-			pk, _ := findPicker(name)
-			for _, s := range ss {
-				s.latency.Store(int64(cfg.Base))
-				s.failPct.Store(0)
-			}
-			failAddr, failPct := sc.set(cfg, ss)
-			runtime.GC() // the previous cell's garbage is not this one's pause
-			res, err := cell(ctx, cfg, ss, pk, failAddr, failPct)
-			if err != nil {
-				return nil, fmt.Errorf("%s, %s: %w", sc.id, pk.name, err)
-			}
-			res.Scenario = sc.id
 			rep.Results = append(rep.Results, res)
-			if cfg.Log != nil {
-				fmt.Fprintf(cfg.Log, "balance: %-14s %-18s %6d calls %8.0f/s  p50 %-9s p99 %-9s p999 %-9s errors %-5d node 0 %5.1f%%%s%s\n",
-					sc.id, pk.name, res.Calls, res.Rate(), fmtDur(res.P50), fmtDur(res.P99), fmtDur(res.P999),
-					res.Errors, 100*res.Share[0], map[bool]string{true: " (time limit)"}[res.Capped], fmtEstimates(res.Estimates))
+		}
+	}
+	h, ok1 := rep.find("healthy", "LeastLoaded")
+	s, ok2 := rep.find("slow", "LeastLoaded")
+	if ok1 && ok2 && h.P99 > 0 {
+		rep.Target = append(rep.Target, float64(s.P99)/float64(h.P99))
+		for range cfg.TargetRounds - 1 {
+			h, err := runCell(ctx, cfg, ss, "healthy", "LeastLoaded")
+			if err != nil {
+				return nil, err
+			}
+			s, err := runCell(ctx, cfg, ss, "slow", "LeastLoaded")
+			if err != nil {
+				return nil, err
+			}
+			if h.P99 > 0 {
+				rep.Target = append(rep.Target, float64(s.P99)/float64(h.P99))
 			}
 		}
 	}
 	rep.Load[1] = loadAverage()
 	rep.Took = time.Since(rep.Start)
 	return rep, nil
+}
+
+// runCell sets the servers up for scenario id and measures picker name.
+func runCell(ctx context.Context, cfg config, ss []*server, id, name string) (result, error) {
+	if err := ctx.Err(); err != nil {
+		return result{}, err
+	}
+	sc, _ := findScenario(id)
+	pk, _ := findPicker(name)
+	for _, s := range ss {
+		s.latency.Store(int64(cfg.Base))
+		s.failPct.Store(0)
+	}
+	failAddr, failPct := sc.set(cfg, ss)
+	runtime.GC() // the previous cell's garbage is not this one's pause
+	res, err := cell(ctx, cfg, ss, pk, failAddr, failPct)
+	if err != nil {
+		return result{}, fmt.Errorf("%s, %s: %w", sc.id, pk.name, err)
+	}
+	res.Scenario = sc.id
+	if cfg.Log != nil {
+		fmt.Fprintf(cfg.Log, "balance: %-14s %-18s %6d calls %8.0f/s  p50 %-9s p99 %-9s p999 %-9s errors %-5d node 0 %5.1f%%%s%s\n",
+			sc.id, pk.name, res.Calls, res.Rate(), fmtDur(res.P50), fmtDur(res.P99), fmtDur(res.P999),
+			res.Errors, 100*res.Share[0], map[bool]string{true: " (time limit)"}[res.Capped], fmtEstimates(res.Estimates))
+	}
+	return res, nil
 }
 
 // cell runs cfg.Calls calls (or as many as fit in cfg.CellLimit) through a
@@ -464,3 +502,16 @@ func (c *countingPool) shares() []float64 {
 }
 
 var _ transport.Health = (*countingPool)(nil)
+
+// median returns the middle of xs (the mean of the two middle values for an
+// even count), 0 for none.
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Sorted(slices.Values(xs))
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}

@@ -279,9 +279,7 @@ func (c *Client) attempt(ctx context.Context, call *middleware.Call) error {
 			break
 		}
 		if last {
-			if res.Done != nil {
-				res.Done(picker.DoneInfo{Err: errPickUnused})
-			}
+			res.Finish(picker.DoneInfo{Err: errPickUnused})
 			return &transport.Error{Addr: st.addr, Op: transport.OpDial, Err: fmt.Errorf("%w: %w", ErrNodeCircuitOpen, err)}
 		}
 		info.Tried = decline(res, info.Tried)
@@ -293,7 +291,7 @@ func (c *Client) attempt(ctx context.Context, call *middleware.Call) error {
 	}
 	err := c.tr.Call(ctx, call.Addr, call.ServiceMethod, call.Args, call.Reply)
 	if res.Done != nil {
-		res.Done(picker.DoneInfo{Err: err, Latency: time.Since(c.epoch) - start})
+		res.Finish(picker.DoneInfo{Err: err, Latency: time.Since(c.epoch) - start})
 	}
 	if onDone != nil {
 		onDone(err)
@@ -318,9 +316,7 @@ var errPickUnused = fmt.Errorf("lbrpc: pick declined: %w", context.Canceled)
 // attempt's tried list with the node added, so that the next pick avoids
 // it. The list is copied: the call's own Tried is not touched.
 func decline(res picker.Result, tried []string) []string {
-	if res.Done != nil {
-		res.Done(picker.DoneInfo{Err: errPickUnused})
-	}
+	res.Finish(picker.DoneInfo{Err: errPickUnused})
 	return append(tried[:len(tried):len(tried)], res.Node.Addr)
 }
 

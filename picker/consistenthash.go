@@ -150,7 +150,7 @@ func (p *consistentHash) Pick(ctx context.Context, info Info) (Result, error) {
 	}
 	st := s.states[i]
 	st.pick()
-	return Result{Node: s.nodes[i], Done: st.done}, nil
+	return Result{Node: s.nodes[i], Done: st.done, st: st}, nil
 }
 
 func (p *consistentHash) Loads() []Load { return p.snap.Load().loads() }

@@ -156,7 +156,7 @@ func (p *leastLoaded) Pick(_ context.Context, info Info) (Result, error) {
 		n, st = m, s.states[j]
 	}
 	st.pick()
-	return Result{Node: n, Done: st.done}, nil
+	return Result{Node: n, Done: st.done, st: st}, nil
 }
 
 func (p *leastLoaded) Loads() []Load {

@@ -53,7 +53,7 @@ func (p *leastRequest) Pick(_ context.Context, info Info) (Result, error) {
 	}
 	st := s.states[i]
 	st.pick()
-	return Result{Node: s.nodes[i], Done: st.done}, nil
+	return Result{Node: s.nodes[i], Done: st.done, st: st}, nil
 }
 
 // fewer reports whether a has fewer calls in flight than b.

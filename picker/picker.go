@@ -37,8 +37,25 @@ type Info struct {
 type Result struct {
 	// Node is the chosen node.
 	Node registry.Node
-	// Done, if not nil, is called exactly once when the attempt ends.
+	// Done, if not nil, is called exactly once when the attempt ends, by
+	// Finish (or directly).
 	Done func(DoneInfo)
+
+	st *nodeState // set by the built-in load-aware pickers: Finish tells it directly
+}
+
+// Finish reports the end of the attempt to the picker: it calls Done, if
+// set. For the built-in pickers it skips the call through Done's func value,
+// a cache miss per call when the nodes are many. Report an attempt once,
+// by Finish or by Done.
+func (r Result) Finish(d DoneInfo) {
+	if r.st != nil {
+		r.st.finish(d)
+		return
+	}
+	if r.Done != nil {
+		r.Done(d)
+	}
 }
 
 // DoneInfo is the outcome of one attempt.

@@ -255,14 +255,12 @@ func TestPickDoneDoesNotAllocate(t *testing.T) {
 								res.Done(picker.DoneInfo{Latency: time.Millisecond})
 							}
 							res, _ = p.Pick(ctx, in)
-							if res.Done != nil {
-								res.Done(picker.DoneInfo{Err: fail, Latency: time.Millisecond})
-							}
+							res.Finish(picker.DoneInfo{Err: fail, Latency: time.Millisecond})
 						}
 					}
 				})
 				if allocs != 0 {
-					t.Fatalf("Pick and Done: %v allocations, want 0", allocs)
+					t.Fatalf("Pick, Done and Finish: %v allocations, want 0", allocs)
 				}
 			})
 		}
@@ -437,4 +435,75 @@ func TestNodeStateFitsACacheLine(t *testing.T) {
 	if picker.NodeStateSize != 64 {
 		t.Fatalf("node state is %d bytes, want 64: move what picks do not read to the cold part", picker.NodeStateSize)
 	}
+}
+
+// Finish reports an attempt like Done: for every built-in picker, an attempt
+// ended by either leaves nothing in flight, and a load reporter counts the
+// failure it reported.
+func TestFinish(t *testing.T) {
+	fail := errors.New("connection refused")
+	for _, bp := range builtins {
+		for _, viaDone := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/done=%t", bp.name, viaDone), func(t *testing.T) {
+				p := bp.new()
+				p.Update(nodes(3))
+				var results []picker.Result
+				for range 6 {
+					res, err := p.Pick(context.Background(), picker.Info{})
+					if err != nil {
+						t.Fatal(err)
+					}
+					results = append(results, res)
+				}
+				lr, counts := p.(picker.LoadReporter)
+				if counts {
+					if got := inFlight(lr); got != 6 {
+						t.Fatalf("%d calls in flight after 6 picks, want 6", got)
+					}
+				}
+				for _, res := range results {
+					d := picker.DoneInfo{Err: fail, Latency: time.Millisecond}
+					if viaDone {
+						if res.Done != nil {
+							res.Done(d)
+						}
+					} else {
+						res.Finish(d)
+					}
+				}
+				if !counts {
+					return
+				}
+				if got := inFlight(lr); got != 0 {
+					t.Fatalf("%d calls in flight after every attempt ended, want 0", got)
+				}
+				var failures int64
+				for _, l := range lr.Loads() {
+					failures += l.Failures
+				}
+				if failures != 6 {
+					t.Fatalf("%d failures counted, want 6", failures)
+				}
+			})
+		}
+	}
+}
+
+func inFlight(lr picker.LoadReporter) (n int64) {
+	for _, l := range lr.Loads() {
+		n += l.InFlight
+	}
+	return n
+}
+
+// Finish calls a custom picker's Done, once, and does nothing without one.
+func TestFinishCustom(t *testing.T) {
+	var got []picker.DoneInfo
+	res := picker.Result{Node: registry.Node{Addr: addr(0)}, Done: func(d picker.DoneInfo) { got = append(got, d) }}
+	d := picker.DoneInfo{Latency: time.Millisecond}
+	res.Finish(d)
+	if len(got) != 1 || got[0] != d {
+		t.Fatalf("Done got %v, want [%v]", got, d)
+	}
+	picker.Result{Node: registry.Node{Addr: addr(0)}}.Finish(d) // no Done: nothing to call, no panic
 }

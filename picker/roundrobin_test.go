@@ -181,9 +181,7 @@ func BenchmarkPick(b *testing.B) {
 							if err != nil {
 								b.Fatal(err)
 							}
-							if res.Done != nil {
-								res.Done(done)
-							}
+							res.Finish(done)
 						}
 					})
 				})

@@ -7,6 +7,6 @@
 // order, so a node sent more than it can serve builds a queue and its
 // latency grows, as a real server's does. Calls arrive at a fixed mean rate
 // (a Poisson process) whatever the latency, as from many independent
-// clients. The picker is told each outcome through Result.Done, with the
+// clients. The picker is told each outcome through Result.Finish, with the
 // latency the client would have measured: queueing plus service.
 package sim

@@ -137,7 +137,7 @@ func Run(s Scenario, newPicker NewPicker) Report {
 			if !ok {
 				panic("sim: picker chose unknown node " + res.Node.Addr)
 			}
-			c = &call{node: n, start: now, done: res.Done, out: s.Serve(n, r), counted: counted}
+			c = &call{node: n, start: now, res: res, out: s.Serve(n, r), counted: counted}
 			if counted {
 				picks[n]++
 			}
@@ -153,8 +153,8 @@ func Run(s Scenario, newPicker NewPicker) Report {
 			continue
 		}
 		// A completion.
-		if c.done != nil {
-			c.done(picker.DoneInfo{Err: c.out.Err, Latency: now - c.start})
+		if c.res.Done != nil {
+			c.res.Finish(picker.DoneInfo{Err: c.out.Err, Latency: now - c.start})
 		}
 		if c.counted {
 			if c.out.Err != nil {
@@ -200,7 +200,7 @@ func quantile(sorted []time.Duration, q float64) time.Duration {
 type call struct {
 	node    int
 	start   time.Duration
-	done    func(picker.DoneInfo)
+	res     picker.Result
 	out     Outcome
 	counted bool
 }

@@ -55,7 +55,7 @@ func BenchmarkPickKeyed(b *testing.B) {
 					if err != nil {
 						b.Fatal(err)
 					}
-					res.Done(done)
+					res.Finish(done)
 				}
 			})
 		})

@@ -206,9 +206,7 @@ func BenchmarkPickTried(b *testing.B) {
 					if err != nil {
 						b.Fatal(err)
 					}
-					if res.Done != nil {
-						res.Done(picker.DoneInfo{Latency: time.Millisecond})
-					}
+					res.Finish(picker.DoneInfo{Latency: time.Millisecond})
 				}
 			})
 		})

@@ -154,7 +154,7 @@ type Result struct {
 }
 
 // Throughput is the median over rounds of successful calls per second.
-func (r Result) Throughput() float64 { return median(r.Rates) }
+func (r Result) Throughput() float64 { return Median(r.Rates) }
 
 // Spread returns the lowest and highest calls per second of the rounds.
 func (r Result) Spread() (lo, hi float64) {
@@ -233,7 +233,7 @@ func (r *Report) RateRatio(res Result, other string) (ratio float64, ok bool) {
 	if len(ratios) == 0 {
 		return 0, false
 	}
-	return median(ratios), true
+	return Median(ratios), true
 }
 
 // Run starts the server process, measures every cell, stops the server
@@ -506,18 +506,6 @@ func (h *harness) drive(ctx context.Context, c caller, conc int, d time.Duration
 		return sum, ctx.Err()
 	}
 	return sum, nil
-}
-
-func median(xs []float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 // syncWriter serialises writes to w.

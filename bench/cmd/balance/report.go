@@ -170,7 +170,7 @@ func (r *report) targets(p func(string, ...any)) {
 		for i, x := range r.Target {
 			rounds[i] = fmt.Sprintf("%.2f", x)
 		}
-		med := median(r.Target)
+		med := bench.Median(r.Target)
 		p("| LeastLoaded's p99 with one node %d× slower ≤ 1.5 × its all-healthy p99 (loopback), median of %d rounds of the two cells | %.2f× (rounds: %s; the tables below are the first) | %s |\n",
 			r.Config.SlowFactor, len(r.Target), med, strings.Join(rounds, ", "), yesNo(med <= 1.5))
 	} else {
@@ -256,7 +256,7 @@ func (r *report) interpret(p func(string, ...any)) {
 			fmt.Fprintf(&s, "LeastLoaded sent it %.1f%% (p99 %s%s): the 1.5× target is %s in this round", 100*ll.Share[0], fmtDur(ll.P99), vsHealthy(ll),
 				map[bool]string{true: "met", false: "**not met**"}[met])
 			if len(r.Target) > 1 {
-				m := median(r.Target)
+				m := bench.Median(r.Target)
 				fmt.Fprintf(&s, ", and %s by the median of %d rounds (%.2f×)", map[bool]string{true: "met", false: "**not met**"}[m <= 1.5], len(r.Target), m)
 			}
 			s.WriteString(". ")

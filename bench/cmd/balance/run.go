@@ -502,16 +502,3 @@ func (c *countingPool) shares() []float64 {
 }
 
 var _ transport.Health = (*countingPool)(nil)
-
-// median returns the middle of xs (the mean of the two middle values for an
-// even count), 0 for none.
-func median(xs []float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	s := slices.Sorted(slices.Values(xs))
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}

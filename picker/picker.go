@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"time"
+	"unsafe"
 
 	"github.com/lbrpc/lbrpc/registry"
 )
@@ -46,16 +47,24 @@ type Result struct {
 
 // Finish reports the end of the attempt to the picker: it calls Done, if
 // set. For the built-in pickers it skips the call through Done's func value,
-// a cache miss per call when the nodes are many. Report an attempt once,
-// by Finish or by Done.
+// a cache miss per call when the nodes are many, unless Done was replaced
+// (a picker that wraps another and decorates its Done): then it calls Done.
+// Report an attempt once, by Finish or by Done.
 func (r Result) Finish(d DoneInfo) {
-	if r.st != nil {
+	if r.st != nil && sameFunc(r.Done, r.st.done) {
 		r.st.finish(d)
 		return
 	}
 	if r.Done != nil {
 		r.Done(d)
 	}
+}
+
+// sameFunc reports whether a and b are the same func value: the same
+// closure, not merely the same code. A func value is one pointer to its
+// closure; comparing those reads neither closure.
+func sameFunc(a, b func(DoneInfo)) bool {
+	return *(*unsafe.Pointer)(unsafe.Pointer(&a)) == *(*unsafe.Pointer)(unsafe.Pointer(&b))
 }
 
 // DoneInfo is the outcome of one attempt.

@@ -507,3 +507,48 @@ func TestFinishCustom(t *testing.T) {
 	}
 	picker.Result{Node: registry.Node{Addr: addr(0)}}.Finish(d) // no Done: nothing to call, no panic
 }
+
+// decorating wraps a picker and replaces the Done of each result, as a
+// picker that adds metrics would.
+type decorating struct {
+	picker.Picker
+	dones int
+}
+
+func (p *decorating) Pick(ctx context.Context, info picker.Info) (picker.Result, error) {
+	res, err := p.Picker.Pick(ctx, info)
+	if err != nil || res.Done == nil {
+		return res, err
+	}
+	inner := res.Done
+	res.Done = func(d picker.DoneInfo) { p.dones++; inner(d) }
+	return res, nil
+}
+
+// Finish calls a Done that a wrapping picker replaced, rather than going
+// around it to the built-in picker's state.
+func TestFinishCallsReplacedDone(t *testing.T) {
+	for _, bp := range builtins {
+		t.Run(bp.name, func(t *testing.T) {
+			inner := bp.new()
+			p := &decorating{Picker: inner}
+			p.Update(nodes(3))
+			res, err := p.Pick(context.Background(), picker.Info{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Done == nil {
+				return // a picker that tracks nothing: nothing to decorate
+			}
+			res.Finish(picker.DoneInfo{Latency: time.Millisecond})
+			if p.dones != 1 {
+				t.Fatalf("the wrapper's Done ran %d times, want 1", p.dones)
+			}
+			if lr, ok := inner.(picker.LoadReporter); ok {
+				if got := inFlight(lr); got != 0 {
+					t.Fatalf("%d calls in flight after Finish, want 0", got)
+				}
+			}
+		})
+	}
+}

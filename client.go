@@ -153,12 +153,29 @@ func (c *Client) apply(nodes []registry.Node) {
 	}
 	c.applyMu.Lock()
 	defer c.applyMu.Unlock()
+	// The transport learns of added nodes before the picker can pick them,
+	// and drains removed ones only after the picker has stopped picking
+	// them: a pick never finds the transport a step behind or ahead.
+	both := addrs
+	if prev := c.nodes.Load(); prev != nil && len(*prev) > 0 {
+		in := make(map[string]bool, len(addrs))
+		for _, a := range addrs {
+			in[a] = true
+		}
+		both = slices.Clone(addrs)
+		for _, n := range *prev {
+			if !in[n.Addr] {
+				both = append(both, n.Addr)
+			}
+		}
+	}
+	c.tr.Update(both)
 	c.nodes.Store(&nodes)
 	c.syncStates(nodes)
-	// The picker first, so that removed nodes stop being picked before the
-	// transport drains them.
 	c.refresh(true)
-	c.tr.Update(addrs)
+	if len(both) > len(addrs) {
+		c.tr.Update(addrs)
+	}
 	c.signal() // the follower re-arms its timer for the new set
 }
 

@@ -784,3 +784,88 @@ func TestNonIdempotentNotResent(t *testing.T) {
 		})
 	}
 }
+
+// fence watches the node sets a client gives its picker and its transport.
+type fence struct {
+	mu         sync.Mutex
+	tr, pk     map[string]bool // the last sets given to each
+	violations []string
+}
+
+func addrSet[T any](xs []T, addr func(T) string) map[string]bool {
+	m := make(map[string]bool, len(xs))
+	for _, x := range xs {
+		m[addr(x)] = true
+	}
+	return m
+}
+
+type fencedTransport struct {
+	*transport.Pool
+	f *fence
+}
+
+func (t fencedTransport) Update(addrs []string) {
+	t.f.mu.Lock()
+	next := addrSet(addrs, func(a string) string { return a })
+	for a := range t.f.pk {
+		if !next[a] {
+			t.f.violations = append(t.f.violations, "the transport dropped "+a+" while the picker could still pick it")
+		}
+	}
+	t.f.tr = next
+	t.f.mu.Unlock()
+	t.Pool.Update(addrs)
+}
+
+type fencedPicker struct {
+	picker.Picker
+	f *fence
+}
+
+func (p fencedPicker) Update(nodes []registry.Node) {
+	p.f.mu.Lock()
+	for _, n := range nodes {
+		if !p.f.tr[n.Addr] {
+			p.f.violations = append(p.f.violations, "the picker got "+n.Addr+" before the transport")
+		}
+	}
+	p.f.pk = addrSet(nodes, func(n registry.Node) string { return n.Addr })
+	p.f.mu.Unlock()
+	p.Picker.Update(nodes)
+}
+
+// The transport hears of a node before the picker can pick it, and drains
+// it only after the picker stopped picking it: a node that leaves and
+// comes back is never refused as removed while the picker offers it.
+func TestNodeSetReachesTransportAroundPicker(t *testing.T) {
+	servers := rpctest.Start(t, 2, rpctest.Gob)
+	a := registry.Node{Addr: servers[0].Addr, Weight: 1}
+	b := registry.Node{Addr: servers[1].Addr, Weight: 1}
+	pool, err := transport.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fence{}
+	push := make(pushRegistry)
+	c, err := lbrpc.New(lbrpc.WithRegistry(push), lbrpc.WithTransport(fencedTransport{pool, f}),
+		lbrpc.WithPicker(fencedPicker{picker.RoundRobin(), f}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for i := range 6 { // each send waits for the watcher, so for the set before it to be applied
+		if i%2 == 0 {
+			push <- []registry.Node{a, b}
+		} else {
+			push <- []registry.Node{a}
+		}
+	}
+	push <- []registry.Node{b}
+	mustCall(t, c, 2)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.violations) > 0 {
+		t.Fatalf("node-set order broken:\n%s", strings.Join(f.violations, "\n"))
+	}
+}

@@ -134,7 +134,9 @@ func (c *coalescingConn) flush() {
 	runtime.Gosched()
 	for {
 		c.mu.Lock()
-		if c.err != nil || len(c.pending) == 0 {
+		if c.err != nil || len(c.pending) == 0 || c.writing {
+			// An inline Write in progress starts a flusher again when it
+			// ends, if bytes are pending then: two writers never overlap.
 			c.flushing = false
 			c.mu.Unlock()
 			return

@@ -248,8 +248,8 @@ func (c *Client) Panicking() bool { return c.panicked.Load() }
 // tell the picker how it went.
 func (c *Client) send(ctx context.Context, call *middleware.Call) error {
 	err := c.attempt(ctx, call)
-	// A node removed between pick and send never saw the call: pick again.
-	// This is not a retry, and it ends: each pass excludes one more node.
+	// A node removed between pick and send never saw the call: pick again,
+	// from the picker's newer set. This is not a retry, and it is bounded.
 	for i := 0; i < 3 && errors.Is(err, transport.ErrNodeRemoved) && ctx.Err() == nil; i++ {
 		err = c.attempt(ctx, call)
 	}

@@ -216,6 +216,12 @@ func (p *leastLoaded) observe(s *nodeState, o outcome, latency time.Duration) {
 		p.set(s, ns, peak)
 		return
 	}
+	if s.batch.Load()&countMask >= countMask-64 {
+		// The batch is full: a Done holding the estimate was held up (it
+		// was preempted). Leave the sample out rather than let the count
+		// wrap; the batch already holds a couple of hundred.
+		return
+	}
 	// Failures fold at once (or with the next failure, if another Done is
 	// folding just then): they are rare on a healthy node, and a node that
 	// fails fast must not keep looking fast for a batch.

@@ -1,6 +1,7 @@
 package picker
 
 import (
+	"math"
 	"testing"
 	"time"
 )
@@ -53,4 +54,34 @@ func TestEstimateLock(t *testing.T) {
 			t.Fatalf("%d samples left after a free fold", n)
 		}
 	})
+}
+
+// While a Done holding the estimate is held up, further samples fill the
+// batch but never wrap its count, and the fold after it is sane.
+func TestBatchDoesNotWrap(t *testing.T) {
+	p := LeastLoaded().(*leastLoaded)
+	s := p.fresh("a")
+	p.observe(s, answered, time.Millisecond) // the first sample sets the estimate
+	st, ok := s.lockEstimate()
+	if !ok {
+		t.Fatal("lock not free")
+	}
+	for range 1000 {
+		p.observe(s, answered, time.Millisecond/2)
+	}
+	b := s.batch.Load()
+	n := b & countMask
+	if n < foldEvery {
+		t.Fatalf("batch count %d with the estimate held, want at least %d", n, foldEvery)
+	}
+	// A wrapped count would have carried into the sum: the mean of equal
+	// samples would not be the sample.
+	if mean := (b >> countBits) / n; mean != uint64(time.Millisecond/2) {
+		t.Fatalf("batch mean %dns over %d samples, want %d: the count wrapped", mean, n, time.Millisecond/2)
+	}
+	s.stamp.Store(st)
+	p.fold(s)
+	if e := time.Duration(math.Float64frombits(s.ewma.Load())); e < time.Millisecond/2 || e > time.Millisecond {
+		t.Fatalf("estimate %v after the fold, want between the samples (0.5ms) and the first (1ms)", e)
+	}
 }

@@ -6,9 +6,10 @@
 // it learned for the nodes that stay. Pick runs on every attempt: it must be
 // safe for concurrent use, must not block, and should not allocate.
 //
-// A Result may carry a Done function; the client calls it once when the
-// attempt ends, with the error and latency, so load-aware pickers learn the
-// outcome of each call they picked for.
+// A Result may carry a Done function; the client reports the end of the
+// attempt once, with the error and latency, through Result.Finish (which
+// calls Done), so load-aware pickers learn the outcome of each call they
+// picked for.
 //
 // # Which picker
 //
@@ -44,8 +45,8 @@
 // call, and falls back to a tried one only when every node was tried.
 //
 // Picks read an immutable snapshot of the set through an atomic pointer;
-// Update builds the next one and swaps it in, never blocking a pick. Pick and
-// Done do not allocate. Load-aware pickers (LeastLoaded, LeastRequest,
+// Update builds the next one and swaps it in, never blocking a pick. Pick,
+// Done and Finish neither allocate nor block. Load-aware pickers (LeastLoaded, LeastRequest,
 // ConsistentHash) keep per-node state by address across updates and report
 // it through LoadReporter.
 package picker

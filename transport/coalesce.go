@@ -63,13 +63,16 @@ type coalescingConn struct {
 	err      error  // sticky: the first write error, or why writing stopped
 
 	flushers sync.WaitGroup // Close waits for the flusher
+	flushFn  func()         // c.flush, bound once: `go c.flush()` would allocate its closure per batch
 
 	closeOnce sync.Once
 	closeErr  error
 }
 
 func newCoalescingConn(conn net.Conn) *coalescingConn {
-	return &coalescingConn{Conn: conn}
+	c := &coalescingConn{Conn: conn}
+	c.flushFn = c.flush
+	return c
 }
 
 // Write writes p inline or queues it for the flusher; see coalescingConn.
@@ -85,7 +88,7 @@ func (c *coalescingConn) Write(p []byte) (int, error) {
 		start := c.startLocked()
 		c.mu.Unlock()
 		if start {
-			go c.flush()
+			go c.flushFn()
 		}
 		return len(p), nil
 	}
@@ -106,7 +109,7 @@ func (c *coalescingConn) Write(p []byte) (int, error) {
 	if err != nil {
 		c.closeConn()
 	} else if start {
-		go c.flush()
+		go c.flushFn()
 	}
 	return n, err
 }

@@ -1,11 +1,13 @@
 package bench
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // RepoRoot returns the directory of lbrpc's go.mod at or above the working
@@ -67,4 +69,23 @@ func Median(xs []float64) float64 {
 		return s[len(s)/2]
 	}
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// FormatDuration writes d for a table: nanoseconds below a microsecond,
+// microseconds with usDecimals decimals below a millisecond, then
+// milliseconds and seconds with two; "—" for a duration not measured (0 or
+// less).
+func FormatDuration(d time.Duration, usDecimals int) string {
+	switch {
+	case d <= 0:
+		return "—"
+	case d < time.Microsecond:
+		return fmt.Sprintf("%d ns", d)
+	case d < time.Millisecond:
+		return fmt.Sprintf("%.*f µs", usDecimals, float64(d)/1e3)
+	case d < time.Second:
+		return fmt.Sprintf("%.2f ms", float64(d)/1e6)
+	default:
+		return fmt.Sprintf("%.2f s", d.Seconds())
+	}
 }

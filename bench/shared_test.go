@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/lbrpc/lbrpc/bench"
 )
@@ -157,6 +158,26 @@ func TestMedian(t *testing.T) {
 		}
 		if !slices.Equal(in, tc.xs) {
 			t.Errorf("Median reordered its argument: %v, was %v", tc.xs, in)
+		}
+	}
+}
+
+func TestFormatDuration(t *testing.T) {
+	for _, tc := range []struct {
+		d    time.Duration
+		us   int
+		want string
+	}{
+		{0, 1, "—"},
+		{-time.Second, 0, "—"},
+		{850, 1, "850 ns"},
+		{7250 * time.Nanosecond, 1, "7.2 µs"},
+		{7250 * time.Nanosecond, 0, "7 µs"},
+		{1550 * time.Microsecond, 0, "1.55 ms"},
+		{2500 * time.Millisecond, 1, "2.50 s"},
+	} {
+		if got := bench.FormatDuration(tc.d, tc.us); got != tc.want {
+			t.Errorf("FormatDuration(%v, %d) = %q, want %q", tc.d, tc.us, got, tc.want)
 		}
 	}
 }

@@ -405,21 +405,6 @@ func fmtCfg(d time.Duration) string {
 	return d.String()
 }
 
-func fmtDur(d time.Duration) string {
-	switch {
-	case d <= 0:
-		return "—"
-	case d < time.Microsecond:
-		return fmt.Sprintf("%d ns", d)
-	case d < time.Millisecond:
-		return fmt.Sprintf("%.0f µs", float64(d)/1e3)
-	case d < time.Second:
-		return fmt.Sprintf("%.2f ms", float64(d)/1e6)
-	default:
-		return fmt.Sprintf("%.2f s", d.Seconds())
-	}
-}
-
 func thousands(n int) string {
 	s := strconv.Itoa(n)
 	if n < 10000 {
@@ -554,3 +539,7 @@ func containsStr(xs []string, s string) bool {
 }
 
 func esc(s string) string { return html.EscapeString(s) }
+
+// fmtDur is bench.FormatDuration to the microsecond: latencies of a
+// millisecond or more.
+func fmtDur(d time.Duration) string { return bench.FormatDuration(d, 0) }

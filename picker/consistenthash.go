@@ -95,9 +95,9 @@ const maxPoints = 1 << 20
 
 type consistentHash struct {
 	snap  atomic.Pointer[ringSnapshot]
-	total atomic.Int64 // calls in flight on all nodes
-	mu    sync.Mutex   // serialises Update
+	mu    sync.Mutex // serialises Update
 	rand  source
+	total alone[atomic.Int64] // calls in flight on all nodes
 
 	replicas int
 	c        float64
@@ -125,7 +125,7 @@ func (p *consistentHash) Update(nodes []registry.Node) {
 	p.snap.Store(s)
 }
 
-func (p *consistentHash) fresh(addr string) *nodeState { return newNodeState(addr, nil, &p.total) }
+func (p *consistentHash) fresh(addr string) *nodeState { return newNodeState(addr, nil, &p.total.v) }
 
 func (p *consistentHash) Pick(ctx context.Context, info Info) (Result, error) {
 	s := p.snap.Load()
@@ -157,7 +157,7 @@ func (p *consistentHash) Loads() []Load { return p.snap.Load().loads() }
 
 // bound is the most calls in flight a node may have after taking one more.
 func (p *consistentHash) bound(n int) int64 {
-	b := math.Ceil(p.c * float64(p.total.Load()+1) / float64(n))
+	b := math.Ceil(p.c * float64(p.total.v.Load()+1) / float64(n))
 	if b >= math.MaxInt64 {
 		return math.MaxInt64
 	}

@@ -16,7 +16,7 @@ func Virtualize(p Picker, now func() time.Duration, seed uint64) Picker {
 	switch p := p.(type) {
 	case *roundRobin:
 		p.rand.seeded = r
-		p.next.Store(r.Uint64())
+		p.next.v.Store(r.Uint64())
 	case *random:
 		p.rand.seeded = r
 	case *leastLoaded:
@@ -28,7 +28,7 @@ func Virtualize(p Picker, now func() time.Duration, seed uint64) Picker {
 		p.rand.seeded = r
 	case *weightedRoundRobin:
 		p.rand.seeded = r
-		p.next.Store(r.Uint64())
+		p.next.v.Store(r.Uint64())
 	case *consistentHash:
 		p.rand.seeded = r
 	case *pickFirst:

@@ -149,6 +149,20 @@ func (s *source) uint64() uint64 {
 	return rand.Uint64()
 }
 
+// cacheLine is the size of a cache line on the machines Go runs on most
+// (amd64, arm64's common cores).
+const cacheLine = 64
+
+// alone holds v on a cache line no other field or object shares. A picker's
+// snapshot pointer is read by every pick; a counter that every pick writes,
+// on the same line, would make every other core fetch the pointer again
+// after each write.
+type alone[T any] struct {
+	_ [cacheLine]byte
+	v T
+	_ [cacheLine]byte
+}
+
 // below returns a number in [0, n) from the high 32 bits of r (Lemire's
 // multiply-shift: no division). n must be below 2^32.
 func below(r uint64, n int) int {

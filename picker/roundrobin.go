@@ -20,15 +20,15 @@ import (
 // concurrent use.
 func RoundRobin() Picker {
 	p := &roundRobin{}
-	p.next.Store(p.rand.uint64())
+	p.next.v.Store(p.rand.uint64())
 	p.nodes.Store(&[]registry.Node{})
 	return p
 }
 
 type roundRobin struct {
 	nodes atomic.Pointer[[]registry.Node] // the serving nodes; never changed once stored
-	next  atomic.Uint64
 	rand  source
+	next  alone[atomic.Uint64]
 }
 
 func (p *roundRobin) Update(nodes []registry.Node) {
@@ -42,7 +42,7 @@ func (p *roundRobin) Pick(_ context.Context, info Info) (Result, error) {
 	if n == 0 {
 		return Result{}, ErrNoNodes
 	}
-	i := p.next.Add(1)
+	i := p.next.v.Add(1)
 	if len(info.Tried) == 0 {
 		return Result{Node: nodes[i%n]}, nil
 	}

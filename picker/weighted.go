@@ -28,15 +28,15 @@ import (
 // Pick does not block or allocate; the picker is safe for concurrent use.
 func WeightedRoundRobin() Picker {
 	p := &weightedRoundRobin{}
-	p.next.Store(p.rand.uint64())
+	p.next.v.Store(p.rand.uint64())
 	p.snap.Store(&wrrSnapshot{})
 	return p
 }
 
 type weightedRoundRobin struct {
 	snap atomic.Pointer[wrrSnapshot]
-	next atomic.Uint64
 	rand source
+	next alone[atomic.Uint64]
 }
 
 // wrrSnapshot is one node set and its schedule; never changed once stored.
@@ -69,7 +69,7 @@ func (p *weightedRoundRobin) Pick(_ context.Context, info Info) (Result, error) 
 	if n == 0 {
 		return Result{}, ErrNoNodes
 	}
-	i := p.next.Add(1)
+	i := p.next.v.Add(1)
 	node := s.nodes[s.seq[i%n]]
 	if len(info.Tried) == 0 || !tried(info.Tried, node.Addr) {
 		return Result{Node: node}, nil

@@ -240,8 +240,10 @@ func (c *Client) check(ctx context.Context, serviceMethod string, reply any) err
 
 // Panicking reports whether the client is in panic mode: no node of the set
 // is fit to serve (each is unreachable, ejected, failing its health check
-// or behind an open breaker), so it picks among all of them rather than
-// failing every call. Node breakers and slow start are not consulted then.
+// or behind an open breaker), or fewer than WithPanicThreshold's share are,
+// so it picks among all of them rather than failing every call or
+// swamping the few left. Node breakers and slow start are not consulted
+// then.
 func (c *Client) Panicking() bool { return c.panicked.Load() }
 
 // send is the innermost invoker: pick a node, carry the call to it, and

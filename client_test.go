@@ -398,6 +398,8 @@ func TestNewRejectsBadOptions(t *testing.T) {
 		{"TCP health check with method", []lbrpc.Option{static, lbrpc.WithHealthCheck(lbrpc.HealthCheck{TCP: true, Method: "Health.Check"})}},
 		{"no slow start window", []lbrpc.Option{static, lbrpc.WithSlowStart(lbrpc.SlowStart{})}},
 		{"negative aggression", []lbrpc.Option{static, lbrpc.WithSlowStart(lbrpc.SlowStart{Window: time.Second, Aggression: -1})}},
+		{"panic threshold over 100", []lbrpc.Option{static, lbrpc.WithPanicThreshold(101)}},
+		{"negative panic threshold", []lbrpc.Option{static, lbrpc.WithPanicThreshold(-1)}},
 		{"min share over 1", []lbrpc.Option{static, lbrpc.WithSlowStart(lbrpc.SlowStart{Window: time.Second, MinShare: 1.5})}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

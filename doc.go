@@ -34,8 +34,9 @@
 //   - it fails its active health check (WithHealthCheck: Health.Check,
 //     served by servers that call health.Register, or a TCP connect).
 //
-// If that leaves no node, the client picks among all of them rather than
-// fail every call (panic mode, Client.Panicking). A node that joins or
+// If that leaves no node (or fewer than WithPanicThreshold's share), the
+// client picks among all of them rather than fail every call (panic mode,
+// Client.Panicking). A node that joins or
 // returns can ramp up over a window (WithSlowStart). Client.State shows
 // each node's standing; all of it is computed off the call path, by a
 // goroutine the client owns, and read on it through an immutable snapshot.

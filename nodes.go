@@ -208,9 +208,9 @@ func (c *Client) follow() {
 // end (0: no timed state). c.applyMu is held.
 //
 // A node is ready when the transport can reach it, it is not ejected, its
-// breaker is not open and its health check passes. If no node is ready the
-// picker gets them all (panic mode): trying is better than failing
-// everything.
+// breaker is not open and its health check passes. If no node is ready, or
+// fewer than WithPanicThreshold's share, the picker gets them all (panic
+// mode): trying is better than failing everything.
 func (c *Client) refresh(force bool) time.Duration {
 	nodes := *c.nodes.Load()
 	states := *c.states.Load()
@@ -295,7 +295,7 @@ func (c *Client) refresh(force bool) time.Duration {
 		}
 	}
 
-	panicked := len(ready) == 0 && len(nodes) > 0
+	panicked := len(nodes) > 0 && (len(ready) == 0 || len(ready)*100 < c.cfg.panicAt*len(nodes))
 	if panicked {
 		ready = nodes
 	}

@@ -440,6 +440,69 @@ func TestHealthCheckPanic(t *testing.T) {
 	}
 }
 
+// With a panic threshold, panic mode starts when fewer than that share of
+// the nodes are ready, not only when none is; without one, the last ready
+// node takes every call.
+func TestPanicThreshold(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		percent   int
+		wantPanic bool
+	}{
+		{"default", 0, false},
+		{"one of four under 50%", 50, true},
+		{"one of four at 25%", 25, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			servers := rpctest.Start(t, 4, rpctest.Gob)
+			opts := isolated(lbrpc.WithHealthCheck(healthCheck), lbrpc.WithPicker(picker.RoundRobin()))
+			if tc.percent != 0 {
+				opts = append(opts, lbrpc.WithPanicThreshold(tc.percent))
+			}
+			c := newClient(t, servers, opts...)
+			for _, s := range servers[1:] {
+				s.SetServing(false)
+			}
+			rpctest.Eventually(t, "three nodes to fail their health checks", func() bool {
+				n := 0
+				for _, s := range c.State() {
+					if !s.Ready {
+						n++
+					}
+				}
+				return n == 3
+			})
+			if got := c.Panicking(); got != tc.wantPanic {
+				t.Fatalf("Panicking() = %v with 1 of 4 ready, want %v", got, tc.wantPanic)
+			}
+			var base [4]int64
+			for i, s := range servers {
+				base[i] = s.Calls()
+			}
+			mustCall(t, c, 20)
+			reached := 0
+			for i, s := range servers {
+				if s.Calls() > base[i] {
+					reached++
+				}
+			}
+			if want := map[bool]int{true: 4, false: 1}[tc.wantPanic]; reached != want {
+				t.Fatalf("calls reached %d nodes, want %d", reached, want)
+			}
+			if !tc.wantPanic {
+				return
+			}
+			servers[1].SetServing(true)
+			rpctest.Eventually(t, "panic mode to end at 2 of 4 ready", func() bool { return !c.Panicking() })
+			base2, base3 := servers[2].Calls(), servers[3].Calls()
+			mustCall(t, c, 20)
+			if servers[2].Calls() != base2 || servers[3].Calls() != base3 {
+				t.Fatal("unhealthy nodes got calls after panic mode ended")
+			}
+		})
+	}
+}
+
 // clock is a settable clock for the client's virtual time.
 type clock struct {
 	mu  sync.Mutex

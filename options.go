@@ -44,6 +44,7 @@ type config struct {
 	nodeBreaker *gobreaker.Settings // nil: off
 	healthCheck *HealthCheck        // nil: off
 	slowStart   *SlowStart          // nil: off
+	panicAt     int                 // WithPanicThreshold's percent
 	now         func() time.Time    // the clock of ejections and slow start
 }
 
@@ -322,6 +323,25 @@ func WithOutlierDetection(o OutlierDetection) Option {
 			return errors.New("lbrpc: outlier detection's MaxEjection is below BaseEjection")
 		}
 		c.outlier = &o
+		return nil
+	}
+}
+
+// WithPanicThreshold sets when the client enters panic mode (see
+// Client.Panicking): when fewer than percent of the set's nodes are ready,
+// the picker is given every node, as Envoy's healthy panic threshold does.
+// With few nodes left, those few would take the whole load and might fall
+// over too; a cluster that is mostly failing is often failing for a reason
+// of its own (a bad health check, a breaker set too tight) and every node
+// may be worth trying. With percent 0, the default, panic mode starts only
+// when no node is ready. Envoy's default is 50. percent must be within
+// 0..100.
+func WithPanicThreshold(percent int) Option {
+	return func(c *config) error {
+		if percent < 0 || percent > 100 {
+			return errors.New("lbrpc: panic threshold must be within 0..100")
+		}
+		c.panicAt = percent
 		return nil
 	}
 }

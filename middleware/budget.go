@@ -56,6 +56,12 @@ func (b *RetryBudget) deposit() {
 	}
 }
 
+// allows reports whether withdraw(now) would succeed, taking nothing. Other
+// calls may empty the budget before this one withdraws.
+func (b *RetryBudget) allows(now time.Time) bool {
+	return b.balance.Load() >= 1000 || b.floor.TokensAt(now) >= 1
+}
+
 // withdraw takes one retry from the budget, reporting false when it is empty.
 func (b *RetryBudget) withdraw(now time.Time) bool {
 	for {

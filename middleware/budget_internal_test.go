@@ -31,6 +31,9 @@ func TestBudgetFloorVirtualTime(t *testing.T) {
 		{3 * time.Second, 4},        // two seconds' worth
 		{time.Hour, 20},             // never more than ten seconds' worth
 	} {
+		if got, want := b.allows(t0.Add(step.at)), step.want > 0; got != want {
+			t.Fatalf("at t0+%v: allows = %v, want %v", step.at, got, want)
+		}
 		if got := take(t0.Add(step.at), 100); got != step.want {
 			t.Fatalf("at t0+%v: %d retries, want %d", step.at, got, step.want)
 		}
@@ -66,11 +69,20 @@ func TestBudgetWithdraw(t *testing.T) {
 	if got := b.balance.Load(); got != 1800 {
 		t.Fatalf("balance = %d after 9 deposits of 0.2, want 1800", got)
 	}
+	if !b.allows(now) {
+		t.Fatal("allows with 1.8 retries banked = false, want true")
+	}
+	if got := b.balance.Load(); got != 1800 {
+		t.Fatalf("balance = %d after allows, want 1800 (unchanged)", got)
+	}
 	if !b.withdraw(now) {
 		t.Fatal("withdraw with 1.8 retries banked = false, want true")
 	}
 	if got := b.balance.Load(); got != 800 {
 		t.Fatalf("balance = %d after a withdrawal, want 800", got)
+	}
+	if b.allows(now) {
+		t.Fatal("allows with 0.8 retries banked and no floor = true, want false")
 	}
 	if b.withdraw(now) {
 		t.Fatal("withdraw with 0.8 retries banked and no floor = true, want false")

@@ -31,6 +31,9 @@ type RetryPolicy struct {
 	RetryIf func(call *Call, err error) bool
 	// Budget caps retries across calls; nil means NewRetryBudget(0.2, 10).
 	// Share one budget between retry middleware to cap them together.
+	// Retry looks at the budget before the backoff sleep and takes a retry
+	// from it only once the sleep is over and the retry is made, so a call
+	// whose ctx ends during the sleep costs the budget nothing.
 	Budget *RetryBudget
 }
 
@@ -71,7 +74,10 @@ func Retry(p RetryPolicy) Middleware {
 				if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= d {
 					break // no time for another attempt
 				}
-				if !p.Budget.withdraw(time.Now()) || !sleep(ctx, d) {
+				// Withdraw only after the sleep, when the retry is surely
+				// made; the check before it spares a sleep with no retry
+				// after it.
+				if !p.Budget.allows(time.Now()) || !sleep(ctx, d) || !p.Budget.withdraw(time.Now()) {
 					break // err is the last error: joined once, below
 				}
 				errs = append(errs, err)
@@ -106,14 +112,22 @@ func (p *RetryPolicy) retryable(ctx context.Context, call *Call, err error) bool
 	return ok && (Unsent(err) || !slices.Contains(p.NonIdempotent, call.ServiceMethod))
 }
 
-// backoff draws the sleep before retry n+1: full jitter over an
-// exponentially growing, capped window.
+// backoff draws the sleep before retry n+1: full jitter over window(n).
 func (p *RetryPolicy) backoff(n int) time.Duration {
+	return rand.N(p.window(n))
+}
+
+// window returns min(MaxBackoff, BaseBackoff*2^n), saturating instead of
+// overflowing. Retry has made both positive, so the window is too.
+func (p *RetryPolicy) window(n int) time.Duration {
 	d := p.BaseBackoff
 	for i := 0; i < n && d < p.MaxBackoff; i++ {
+		if d > p.MaxBackoff-d {
+			return p.MaxBackoff
+		}
 		d *= 2
 	}
-	return rand.N(min(d, p.MaxBackoff))
+	return min(d, p.MaxBackoff)
 }
 
 // sleep waits d, reporting false if ctx ends first.
@@ -125,7 +139,7 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	defer t.Stop()
 	select {
 	case <-t.C:
-		return true
+		return ctx.Err() == nil // ctx may have ended just as the timer fired
 	case <-ctx.Done():
 		return false
 	}
@@ -156,10 +170,42 @@ func Retryable(err error) bool {
 }
 
 // Unsent reports whether err says that the request surely never reached a
-// server. Errors say so with a method Unsent() bool (transport.Error does).
+// server. An error answers with a method Unsent() bool (transport.Error has
+// one): true if the request surely never left the client, false if it may
+// have reached a server. In a chain of wrapped errors the outermost one
+// with such a method decides. A join of errors (errors.Join, as Retry
+// returns) is unsent only if at least one of its parts says unsent and none
+// says the request may have been sent; parts that say neither are ignored.
+// So the join of a dial error and a broken connection is not unsent, in
+// either order: one of its attempts may have run on the server.
 func Unsent(err error) bool {
-	u, ok := errors.AsType[unsentError](err)
-	return ok && u.Unsent()
+	unsent, ok := unsentOpinion(err)
+	return ok && unsent
+}
+
+// unsentOpinion walks err's tree as Unsent describes. ok is false when no
+// error in it says either way.
+func unsentOpinion(err error) (unsent, ok bool) {
+	for err != nil {
+		switch e := err.(type) {
+		case unsentError:
+			return e.Unsent(), true
+		case interface{ Unwrap() []error }:
+			for _, part := range e.Unwrap() {
+				u, has := unsentOpinion(part)
+				if has && !u {
+					return false, true // this part may have been sent
+				}
+				ok = ok || has
+			}
+			return ok, ok
+		case interface{ Unwrap() error }:
+			err = e.Unwrap()
+		default:
+			return false, false
+		}
+	}
+	return false, false
 }
 
 // unsentError is the shape of transport failures: they know whether the

@@ -72,20 +72,37 @@ func TestRetryable(t *testing.T) {
 	}
 }
 
+// TestUnsent checks that Unsent walks the whole error tree: in a chain the
+// outermost error that says sent or unsent decides, and a join is unsent
+// only if some part says unsent and none says sent, in any order.
 func TestUnsent(t *testing.T) {
+	dial, broken, plain := dialErr("a:1"), brokenErr("b:1"), errors.New("x")
 	for _, tc := range []struct {
 		name string
 		err  error
 		want bool
 	}{
 		{"nil", nil, false},
-		{"dial", dialErr("a:1"), true},
-		{"wrapped dial", fmt.Errorf("outer: %w", dialErr("a:1")), true},
-		{"joined dial", errors.Join(errors.New("x"), dialErr("a:1")), true},
-		{"call", brokenErr("a:1"), false},
+		{"dial", dial, true},
+		{"wrapped dial", fmt.Errorf("outer: %w", dial), true},
+		{"joined dial", errors.Join(plain, dial), true},
+		{"call", broken, false},
 		{"bare rpc.ErrShutdown", rpc.ErrShutdown, false},
 		{"server error", rpc.ServerError("boom"), false},
-		{"plain", errors.New("x"), false},
+		{"plain", plain, false},
+		// The outermost error with an opinion decides.
+		{"dial wrapping call", &transport.Error{Addr: "a:1", Op: transport.OpDial, Err: broken}, true},
+		{"call wrapping dial", &transport.Error{Addr: "b:1", Op: transport.OpCall, Err: dial}, false},
+		// A join, as Retry returns: unsent only if no part may have been sent.
+		{"join dial, call", errors.Join(dial, broken), false},
+		{"join call, dial", errors.Join(broken, dial), false},
+		{"join of dials", errors.Join(dial, dialErr("c:1")), true},
+		{"join of no opinions", errors.Join(plain, rpc.ErrShutdown), false},
+		{"empty join", errors.Join(nil), false},
+		{"wrapped join dial, call", fmt.Errorf("outer: %w", errors.Join(dial, broken)), false},
+		{"join in join, sent deep", errors.Join(dial, errors.Join(plain, fmt.Errorf("w: %w", broken))), false},
+		{"join in join, unsent", errors.Join(errors.Join(plain, dial), plain), true},
+		{"Errorf with two %w", fmt.Errorf("%w; %w", broken, dial), false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := middleware.Unsent(tc.err); got != tc.want {
@@ -244,6 +261,35 @@ func TestRetryNonIdempotentCopied(t *testing.T) {
 	}
 }
 
+// TestRetryNestedNonIdempotent checks that a Retry around another Retry
+// never re-sends a NonIdempotent method that one of the inner Retry's
+// attempts may have delivered, whatever the order of the attempts' errors
+// in the join the inner Retry returns.
+func TestRetryNestedNonIdempotent(t *testing.T) {
+	const pay = "Bank.Pay"
+	for _, tc := range []struct {
+		name string
+		f    *fakeSend
+		want int // attempts with an inner and an outer Retry of Max 1
+	}{
+		// The inner Retry's retry may have reached the server.
+		{"unsent then maybe sent", failing(dialErr(nodeAddr(0)), brokenErr(nodeAddr(1)), brokenErr(nodeAddr(2))), 2},
+		{"maybe sent at once", always(brokenErr), 1},
+		{"all unsent", always(dialErr), 4}, // (1+1) attempts, twice
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := fast(middleware.RetryPolicy{Max: 1, NonIdempotent: []string{pay}})
+			inv := middleware.Retry(p)(middleware.Retry(p)(tc.f.invoke))
+			if err := inv(context.Background(), &middleware.Call{ServiceMethod: pay}); err == nil {
+				t.Fatal("err = nil, want the attempts' errors")
+			}
+			if got := tc.f.attempts(); got != tc.want {
+				t.Fatalf("%d attempts of non-idempotent %s, want %d", got, pay, tc.want)
+			}
+		})
+	}
+}
+
 func TestRetryIf(t *testing.T) {
 	isServer := func(_ *middleware.Call, err error) bool {
 		_, ok := errors.AsType[rpc.ServerError](err)
@@ -375,21 +421,58 @@ func TestRetryNoSleepPastDeadline(t *testing.T) {
 	}
 }
 
+// TestRetryEndedContextCostsNoBudget checks that a call whose ctx ends
+// before its retry is made, during the attempt or during the backoff sleep,
+// takes nothing from the budget, whether the retry would have come from
+// deposits or from the floor: the next call may still use all of it.
 func TestRetryEndedContextCostsNoBudget(t *testing.T) {
-	// A call whose ctx ended is not retried and takes nothing from the
-	// budget: the next call may still use all of it.
-	b := middleware.NewRetryBudget(1, 0) // one retry deposited per call
-	p := middleware.RetryPolicy{Max: 10, BaseBackoff: noBackoff, MaxBackoff: noBackoff, Budget: b}
-	ctx, cancel := context.WithCancel(context.Background())
-	cancelling := &fakeSend{err: func(n int) error {
-		cancel()
-		return dialErr(nodeAddr(n))
-	}}
-	run(ctx, p, cancelling, "S.M")
-	f := always(dialErr)
-	run(context.Background(), p, f, "S.M")
-	if got, want := f.attempts()-1, 2; got != want {
-		t.Fatalf("retries = %d, want %d (one deposited by each call)", got, want)
+	for _, tc := range []struct {
+		name             string
+		ratio, perSecond float64
+		inBackoff        bool // end ctx during the backoff, not the attempt
+		want             int  // retries of the next call
+	}{
+		{"attempt/deposits", 1, 0, false, 2}, // one deposited by each call
+		{"backoff/deposits", 1, 0, true, 2},
+		{"attempt/floor", 0, 0.05, false, 1}, // the floor's one, refilled in 20s
+		{"backoff/floor", 0, 0.05, true, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := middleware.NewRetryBudget(tc.ratio, tc.perSecond)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			first := &fakeSend{err: func(n int) error {
+				if !tc.inBackoff {
+					cancel()
+				}
+				return dialErr(nodeAddr(n))
+			}}
+			p := middleware.RetryPolicy{Max: 10, BaseBackoff: noBackoff, MaxBackoff: noBackoff, Budget: b}
+			if tc.inBackoff {
+				p.BaseBackoff, p.MaxBackoff = time.Hour, time.Hour
+			}
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				run(ctx, p, first, "S.M")
+			}()
+			defer func() { cancel(); <-done }() // also if Eventually fails
+			if tc.inBackoff {
+				rpctest.Eventually(t, "the first attempt", func() bool { return first.attempts() == 1 })
+				cancel()
+			}
+			<-done
+			if got := first.attempts(); got != 1 {
+				t.Fatalf("first call made %d attempts, want 1", got)
+			}
+
+			f := always(dialErr)
+			p.BaseBackoff, p.MaxBackoff = noBackoff, noBackoff
+			run(context.Background(), p, f, "S.M")
+			if got := f.attempts() - 1; got != tc.want {
+				t.Fatalf("next call made %d retries, want %d: the first took from the budget", got, tc.want)
+			}
+		})
 	}
 }
 

@@ -11,6 +11,11 @@ import (
 // ErrStopped is returned by Watcher.Next once Stop has been called.
 var ErrStopped = errors.New("lbrpc/registry: watcher stopped")
 
+// ErrNilContext is the error, possibly wrapped, that the built-in registries'
+// Watch methods, and the etcd and Consul Register functions, return when
+// given a nil context, instead of panicking. Test for it with errors.Is.
+var ErrNilContext = errors.New("lbrpc/registry: nil context")
+
 // Node is one server that can take calls.
 type Node struct {
 	// Addr is the dial address, usually "host:port".
@@ -28,7 +33,9 @@ type Node struct {
 // Registry is a source of node sets.
 type Registry interface {
 	// Watch starts watching the source. The Watcher lives until its Stop is
-	// called; ctx bounds only the setting up.
+	// called; ctx bounds only the setting up. A nil ctx should be an error
+	// matching ErrNilContext, not a panic, as it is in the built-in
+	// registries.
 	Watch(ctx context.Context) (Watcher, error)
 }
 
@@ -66,6 +73,9 @@ func StaticNodes(nodes ...Node) Registry {
 type staticRegistry struct{ nodes []Node }
 
 func (s staticRegistry) Watch(ctx context.Context) (Watcher, error) {
+	if ctx == nil {
+		return nil, ErrNilContext
+	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}

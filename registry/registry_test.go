@@ -91,6 +91,19 @@ func TestStatic(t *testing.T) {
 	}
 }
 
+// TestStaticWatchNilContext proves that Watch answers a nil ctx with
+// ErrNilContext instead of panicking.
+func TestStaticWatchNilContext(t *testing.T) {
+	var ctx context.Context
+	w, err := registry.Static("127.0.0.1:1").Watch(ctx)
+	if !errors.Is(err, registry.ErrNilContext) {
+		if w != nil {
+			w.Stop()
+		}
+		t.Fatalf("Watch(nil) = %v, %v; want ErrNilContext", w, err)
+	}
+}
+
 func TestStaticNodesKeepsWeightAndMeta(t *testing.T) {
 	w, err := registry.StaticNodes(
 		registry.Node{Addr: "a:1", Weight: 3, Meta: map[string]string{"zone": "x"}},

@@ -175,8 +175,12 @@ type consulRegistry struct {
 	cfg     config
 }
 
-// Watch returns a Watcher; it performs no I/O (the first Next queries).
+// Watch returns a Watcher; it performs no I/O (the first Next queries). A
+// nil ctx is registry.ErrNilContext.
 func (r *consulRegistry) Watch(ctx context.Context) (registry.Watcher, error) {
+	if ctx == nil {
+		return nil, registry.ErrNilContext
+	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}

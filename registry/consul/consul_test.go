@@ -408,6 +408,23 @@ func TestStop(t *testing.T) {
 	})
 }
 
+// TestWatchNilContext proves that Watch answers a nil ctx with
+// registry.ErrNilContext instead of panicking.
+func TestWatchNilContext(t *testing.T) {
+	_, c := newAgent(t)
+	r, err := consul.New(c, "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ctx context.Context
+	if w, err := r.Watch(ctx); !errors.Is(err, registry.ErrNilContext) {
+		if w != nil {
+			w.Stop()
+		}
+		t.Fatalf("Watch(nil) = %v, %v; want registry.ErrNilContext", w, err)
+	}
+}
+
 func TestWatchCanceledContext(t *testing.T) {
 	_, c := newAgent(t)
 	r, err := consul.New(c, "web")

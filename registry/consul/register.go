@@ -11,14 +11,16 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/lbrpc/lbrpc/registry"
 )
 
 // DefaultTTL is the TTL of the check Register adds when given neither
 // WithTTL nor WithTCPCheck.
 const DefaultTTL = 10 * time.Second
 
-// deregisterTimeout bounds the deregistration request made by Close or when
-// Register's context ends.
+// deregisterTimeout bounds the deregistration request made by Close, when
+// Register's context ends, or when Register's registration request fails.
 const deregisterTimeout = 10 * time.Second
 
 // RegisterOption configures Register.
@@ -108,7 +110,17 @@ type Registration struct {
 // The registration is sent with replace-existing-checks, so checks left from
 // an earlier registration under the same ID are removed. Register blocks for
 // the one registration request.
+//
+// If that request fails, Register returns the error and no Registration,
+// and leaves nothing registered: the agent may have applied a request whose
+// answer was lost (ctx ended while it was in flight), so Register first
+// deregisters the ID, best effort, even though ctx has ended, waiting for at
+// most about 10 seconds. A nil ctx is registry.ErrNilContext, returned before
+// anything is sent.
 func Register(ctx context.Context, client *api.Client, svc *api.AgentServiceRegistration, opts ...RegisterOption) (*Registration, error) {
+	if ctx == nil {
+		return nil, registry.ErrNilContext
+	}
 	if client == nil {
 		return nil, errors.New("lbrpc/registry/consul: nil api.Client")
 	}
@@ -178,6 +190,10 @@ func Register(ctx context.Context, client *api.Client, svc *api.AgentServiceRegi
 		r.ttl = cfg.ttl
 	}
 	if err := r.register(ctx); err != nil {
+		// The agent may have registered the instance although its answer
+		// was lost, and nothing else would ever deregister it. Best effort:
+		// the register error is the one to return.
+		_ = r.deregister(ctx)
 		return nil, err
 	}
 	rctx, cancel := context.WithCancel(ctx)

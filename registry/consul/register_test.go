@@ -3,6 +3,10 @@ package consul_test
 import (
 	"context"
 	"errors"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"slices"
 	"sync"
 	"testing"
@@ -244,6 +248,81 @@ func TestRegisterKeepsUserChecks(t *testing.T) {
 	sent, _ := a.Registration(reg.ID())
 	if len(sent.Checks) != 2 || sent.Checks[0].CheckID != "mine" || sent.Checks[1].CheckID != "lbrpc:web-1" {
 		t.Errorf("registered checks = %+v, want the caller's then lbrpc's", sent.Checks)
+	}
+}
+
+// TestRegisterNilContext proves that Register answers a nil ctx with
+// registry.ErrNilContext, instead of panicking, before it sends anything to
+// the agent.
+func TestRegisterNilContext(t *testing.T) {
+	a, c := newAgent(t)
+	var ctx context.Context
+	reg, err := consul.Register(ctx, c, &api.AgentServiceRegistration{Name: "web", Address: "10.0.0.1", Port: 80})
+	if !errors.Is(err, registry.ErrNilContext) {
+		if reg != nil {
+			reg.Close()
+		}
+		t.Fatalf("Register(nil, ...) = %v, %v; want registry.ErrNilContext", reg, err)
+	}
+	if reqs := a.Requests(); len(reqs) != 0 {
+		t.Errorf("Register(nil, ...) sent %d requests to the agent, the first %s %s; want none", len(reqs), reqs[0].Method, reqs[0].Path)
+	}
+}
+
+// TestRegisterLostAnswerLeavesNothing proves that a Register that fails
+// leaves no instance behind, even when the agent applied the registration
+// and only its answer was lost because ctx ended while the request was in
+// flight: nothing else could ever deregister that instance.
+func TestRegisterLostAnswerLeavesNothing(t *testing.T) {
+	a, _ := newAgent(t)
+	// A proxy in front of the agent passes the registration on but holds
+	// the agent's answer back until the client gives up.
+	target, err := url.Parse("http://" + a.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := httputil.NewSingleHostReverseProxy(target)
+	applied := make(chan struct{})
+	var once sync.Once
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/agent/service/register" {
+			rp.ServeHTTP(httptest.NewRecorder(), r.Clone(context.WithoutCancel(r.Context())))
+			once.Do(func() { close(applied) })
+			<-r.Context().Done()
+			return
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	tr := &http.Transport{}
+	t.Cleanup(func() { tr.CloseIdleConnections(); front.Close() })
+	c, err := api.NewClient(&api.Config{Address: front.Listener.Addr().String(), Scheme: "http", Transport: tr})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-applied: // the agent has the instance; its answer is held
+		case <-time.After(patience):
+		}
+		cancel()
+	}()
+	reg, err := consul.Register(ctx, c, &api.AgentServiceRegistration{Name: "web", Address: "10.0.0.1", Port: 80})
+	if !errors.Is(err, context.Canceled) {
+		if reg != nil {
+			reg.Close()
+		}
+		t.Fatalf("Register = %v, %v; want the ctx error", reg, err)
+	}
+	select {
+	case <-applied:
+	default:
+		t.Fatal("the registration never reached the agent; the test proves nothing")
+	}
+	if _, ok := a.Registration("web-10.0.0.1:80"); ok {
+		t.Fatalf("Register returned %v, but the instance is still registered with the agent", err)
 	}
 }
 

@@ -180,11 +180,14 @@ func newRegistry(name string, port uint16, opts []Option) (*Registry, error) {
 
 // Watch starts resolving. It does no I/O itself: the first Next waits for
 // the first resolution. ctx bounds only the setting up, so a cancelled ctx
-// is an error.
+// is an error, and a nil one is registry.ErrNilContext.
 //
 // The Watcher implements registry.FailureReporter. Stop waits for the
 // resolving goroutine to end; a lookup in flight is cancelled.
 func (r *Registry) Watch(ctx context.Context) (registry.Watcher, error) {
+	if ctx == nil {
+		return nil, registry.ErrNilContext
+	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}

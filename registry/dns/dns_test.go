@@ -254,6 +254,64 @@ func TestFailureKeepsLastGoodSet(t *testing.T) {
 	}
 }
 
+// TestNewsWhileNextIsNotCalled proves what a slow consumer gets when several
+// resolutions end before it calls Next: a set that a failure follows is
+// returned first and the failure after it, so the client's last good set
+// during the outage is the newest one; a set that follows an unread failure
+// replaces it, since the failure is over.
+func TestNewsWhileNextIsNotCalled(t *testing.T) {
+	const (
+		a = "svc.test. 0 IN A 192.0.2.1"
+		b = "svc.test. 0 IN A 192.0.2.2"
+	)
+	na, nb := node("192.0.2.1:8080", 1), node("192.0.2.2:8080", 1)
+	var (
+		fail  = func(s *server) { s.setRcode(mdns.RcodeServerFailure) }
+		fix   = func(s *server) { s.setRcode(mdns.RcodeSuccess) }
+		setB  = func(s *server) { s.set(a, b) }
+		onlyB = func(s *server) { s.set(b) }
+	)
+	type want struct {
+		nodes []registry.Node // when fail is false
+		fail  bool            // a *LookupError
+	}
+	tests := []struct {
+		name  string
+		steps []func(*server) // one resolution after each
+		want  []want          // what Next then returns, in order
+	}{
+		{"set then failure", []func(*server){setB, fail}, []want{{nodes: []registry.Node{na, nb}}, {fail: true}}},
+		{"set, failure, still failing", []func(*server){setB, fail, func(*server) {}}, []want{{nodes: []registry.Node{na, nb}}, {fail: true}}},
+		{"failure then a new set", []func(*server){fail, func(s *server) { fix(s); setB(s) }}, []want{{nodes: []registry.Node{na, nb}}}},
+		{"failure then the same set", []func(*server){fail, fix}, []want{{nodes: []registry.Node{na}}}},
+		{"set, failure, another set", []func(*server){setB, fail, func(s *server) { fix(s); onlyB(s) }}, []want{{nodes: []registry.Node{nb}}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := startServer(t, a)
+			w, clk := start(t, s, false)
+			if got, err := next(t, w); err != nil || !slices.EqualFunc(got, []registry.Node{na}, sameNode) {
+				t.Fatalf("first Next = %v, %v; want %v", got, err, []registry.Node{na})
+			}
+			for _, step := range tt.steps {
+				step(s)
+				tick(t, clk) // the consumer is busy: nothing takes the news
+			}
+			for i, want := range tt.want {
+				got, err := next(t, w)
+				var le *LookupError
+				switch {
+				case want.fail && (got != nil || !errors.As(err, &le)):
+					t.Fatalf("Next #%d = %v, %v; want nil, *LookupError", i+1, got, err)
+				case !want.fail && (err != nil || !slices.EqualFunc(got, want.nodes, sameNode)):
+					t.Fatalf("Next #%d = %v, %v; want %v", i+1, got, err, want.nodes)
+				}
+			}
+			noNews(t, w, "after the news")
+		})
+	}
+}
+
 func TestReportFailureResolvesEarlyAtMostOncePerMinInterval(t *testing.T) {
 	const (
 		a = "svc.test. 0 IN A 192.0.2.1"
@@ -335,6 +393,23 @@ func TestStopEndsALookupInFlight(t *testing.T) {
 	}
 	if _, err := w.Next(); !errors.Is(err, registry.ErrStopped) {
 		t.Fatalf("Next after Stop = %v; want ErrStopped", err)
+	}
+}
+
+// TestWatchNilContext proves that Watch answers a nil ctx with
+// registry.ErrNilContext instead of panicking.
+func TestWatchNilContext(t *testing.T) {
+	r, err := Host(hostTarget)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ctx context.Context
+	w, err := r.Watch(ctx)
+	if !errors.Is(err, registry.ErrNilContext) {
+		if w != nil {
+			w.Stop()
+		}
+		t.Fatalf("Watch(nil) = %v, %v; want registry.ErrNilContext", w, err)
 	}
 }
 
@@ -470,8 +545,8 @@ func noNews(t *testing.T, w *watcher, when string) {
 	t.Helper()
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.pending != nil {
-		t.Fatalf("%s: Next would report %v, %v; want no news", when, w.pending.nodes, w.pending.err)
+	if w.hasSnap || w.failure != nil {
+		t.Fatalf("%s: Next would report %v, %v; want no news", when, w.snap, w.failure)
 	}
 }
 

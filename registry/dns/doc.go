@@ -15,7 +15,9 @@
 //
 // When a resolution fails the Watcher reports a *LookupError once, keeps the
 // last good set (the client goes on using it) and tries again on schedule;
-// the next success is reported even if the set is unchanged.
+// the next success is reported even if the set is unchanged. A set resolved
+// before the failure that Next has not returned yet is returned first, so
+// the last good set is the newest one.
 //
 // A name without records (NXDOMAIN, or no records of the wanted type) is such
 // a failure too, matching ErrNotFound, and not an empty set: a cache or

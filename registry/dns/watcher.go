@@ -11,9 +11,12 @@ import (
 
 var _ registry.FailureReporter = (*watcher)(nil)
 
-// watcher resolves in one goroutine (run) and hands the latest news to Next.
-// News that Next has not taken yet is replaced, never queued: the client
-// only needs the newest snapshot.
+// watcher resolves in one goroutine (run) and hands the news to Next, as the
+// etcd registry's watcher does: a set that Next has not taken yet is
+// replaced by a newer one, never queued, since the client only needs the
+// newest snapshot; a failure waits behind an unread set, so that Next returns
+// the set and then the failure; a newer set replaces an unread failure,
+// since it ends the failure.
 type watcher struct {
 	r      *Registry
 	ctx    context.Context // cancelled by Stop
@@ -23,15 +26,12 @@ type watcher struct {
 	ready  chan struct{} // one wake-up for Next
 
 	mu      sync.Mutex
-	pending *news           // not yet taken by Next
+	snap    []registry.Node // pending set, if hasSnap; not yet taken by Next
+	hasSnap bool
+	failure error           // pending failure, taken after snap
 	cur     []registry.Node // the last set queued for Next, sorted
 	known   bool            // cur is valid
-	failing bool            // an error was reported and no set since
-}
-
-type news struct {
-	nodes []registry.Node
-	err   error
+	failing bool            // an error was queued and no set since
 }
 
 func startWatcher(r *Registry) *watcher {
@@ -50,25 +50,40 @@ func startWatcher(r *Registry) *watcher {
 
 // Next returns the first resolution's result at once, then waits for a set
 // that differs from the last one, or for the first error of a failure
-// streak. After a failure the set is reported again even if unchanged, so
-// that the client knows the failure is over.
+// streak. A set resolved before a failure and not yet taken is returned
+// first, then the failure's error. After a failure the set is reported again
+// even if unchanged, so that the client knows the failure is over.
 func (w *watcher) Next() ([]registry.Node, error) {
 	for {
 		if w.ctx.Err() != nil {
 			return nil, registry.ErrStopped
 		}
-		w.mu.Lock()
-		n := w.pending
-		w.pending = nil
-		w.mu.Unlock()
-		if n != nil {
-			return slices.Clone(n.nodes), n.err
+		if nodes, err, ok := w.take(); ok {
+			return nodes, err
 		}
 		select {
 		case <-w.ready:
 		case <-w.ctx.Done():
 		}
 	}
+}
+
+// take removes and returns the pending set, or else the pending failure;
+// ok is false when there is neither.
+func (w *watcher) take() (nodes []registry.Node, err error, ok bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	switch {
+	case w.hasSnap:
+		nodes = slices.Clone(w.snap)
+		w.snap, w.hasSnap = nil, false
+		return nodes, nil, true
+	case w.failure != nil:
+		err = w.failure
+		w.failure = nil
+		return nil, err, true
+	}
+	return nil, nil, false
 }
 
 // Stop ends resolution, unblocks Next and waits for the resolving goroutine.
@@ -136,13 +151,15 @@ func (w *watcher) resolve() {
 	defer w.mu.Unlock()
 	switch {
 	case err != nil && !w.failing:
+		// Queued behind an unread set, which stays the client's last good
+		// one.
 		w.failing = true
-		w.pending = &news{err: &LookupError{Name: w.r.name, Err: err}}
+		w.failure = &LookupError{Name: w.r.name, Err: err}
 	case err != nil:
 		return // reported once per streak; the client keeps its last good set
 	case w.failing || !w.known || !slices.EqualFunc(nodes, w.cur, sameNode):
 		w.failing, w.known, w.cur = false, true, nodes
-		w.pending = &news{nodes: nodes}
+		w.snap, w.hasSnap, w.failure = nodes, true, nil
 	default:
 		return
 	}

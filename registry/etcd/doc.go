@@ -51,9 +51,9 @@
 // the client's gRPC keepalive (clientv3.Config.DialKeepAliveTime) notices
 // them.
 //
-// A key whose value is not valid (not JSON, a negative weight) is skipped:
-// the snapshot holds the good nodes, and the Next after it returns a
-// *BadValueError that names the key, with a nil set. The registry contract
+// A key whose value is not valid (not a JSON object, null included, or a
+// negative weight) is skipped: the snapshot holds the good nodes, and the
+// Next after it returns a *BadValueError that names the key, with a nil set. The registry contract
 // lets an error come only with a nil set, so the snapshot comes first and the
 // client, which keeps the last good set on an error, keeps that one. Each bad
 // value is reported once; several found together are joined with

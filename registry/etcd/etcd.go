@@ -120,12 +120,16 @@ func encodeNode(n registry.Node) (string, error) {
 	return string(b), err
 }
 
-// decodeNode parses the value stored at a key. keyAddr, the part of the key
-// after the service prefix, is the address when the value has none.
+// decodeNode parses the value stored at a key, which must be a JSON object.
+// keyAddr, the part of the key after the service prefix, is the address when
+// the value has none.
 func decodeNode(keyAddr string, data []byte) (registry.Node, error) {
-	var v value
+	var v *value // stays nil for null, which Unmarshal takes for a struct
 	if err := json.Unmarshal(data, &v); err != nil {
 		return registry.Node{}, err
+	}
+	if v == nil {
+		return registry.Node{}, errors.New("null, not a JSON object")
 	}
 	n := registry.Node{Addr: strings.TrimSpace(v.Addr), Weight: 1, Meta: v.Meta}
 	if n.Addr == "" {

@@ -333,6 +333,9 @@ func TestEtcdRestart(t *testing.T) {
 	rec.untilAddrs("10.0.0.2:1")
 }
 
+// TestBadValues proves that keys whose values are not nodes (not JSON, JSON
+// that is not an object, null included, a negative weight) are left out of
+// the snapshot and reported once each, after it, as *BadValueErrors.
 func TestBadValues(t *testing.T) {
 	c := startCluster(t)
 	cli := c.client(t)
@@ -340,7 +343,9 @@ func TestBadValues(t *testing.T) {
 	put(t, cli, p+"10.0.0.1:1", `{"addr":"10.0.0.1:1","weight":2}`)
 	put(t, cli, p+"junk", `not json`)
 	put(t, cli, p+"neg", `{"addr":"10.0.0.3:1","weight":-1}`)
-	put(t, cli, p+"10.0.0.4:1", `{}`) // address from the key, weight 1
+	put(t, cli, p+"10.0.0.4:1", `{}`)   // address from the key, weight 1
+	put(t, cli, p+"10.0.0.8:1", `[]`)   // not an object
+	put(t, cli, p+"10.0.0.9:1", `null`) // not a node, though Unmarshal takes it
 
 	rec := watch(t, newRegistry(t, cli, "svc"))
 	res := rec.next()
@@ -352,8 +357,8 @@ func TestBadValues(t *testing.T) {
 	if res.nodes != nil {
 		t.Errorf("bad values came with set %v", res.nodes)
 	}
-	if got := badKeys(res.err); !slices.Equal(got, []string{p + "junk", p + "neg"}) {
-		t.Errorf("bad keys = %q from %v; want junk and neg", got, res.err)
+	if got, want := badKeys(res.err), []string{p + "10.0.0.8:1", p + "10.0.0.9:1", p + "junk", p + "neg"}; !slices.Equal(got, want) {
+		t.Errorf("bad keys = %q from %v; want %q", got, res.err, want)
 	}
 
 	// Unrelated changes do not report them again; fixing one brings it in;
@@ -479,6 +484,32 @@ func TestStop(t *testing.T) {
 	if _, err := newRegistry(t, cli, "svc").Watch(ctx); err == nil {
 		t.Error("Watch with a cancelled context succeeded")
 	}
+}
+
+// TestNilContext proves that Watch and Register answer a nil ctx with
+// registry.ErrNilContext instead of panicking.
+func TestNilContext(t *testing.T) {
+	c := startCluster(t)
+	cli := c.client(t)
+	var ctx context.Context
+	t.Run("Watch", func(t *testing.T) {
+		w, err := newRegistry(t, cli, "svc").Watch(ctx)
+		if !errors.Is(err, registry.ErrNilContext) {
+			if w != nil {
+				w.Stop()
+			}
+			t.Fatalf("Watch(nil) = %v, %v; want registry.ErrNilContext", w, err)
+		}
+	})
+	t.Run("Register", func(t *testing.T) {
+		reg, err := etcd.Register(ctx, cli, "svc", registry.Node{Addr: "10.0.0.1:1", Weight: 1}, 5*time.Second)
+		if !errors.Is(err, registry.ErrNilContext) {
+			if reg != nil {
+				reg.Close()
+			}
+			t.Fatalf("Register(nil, ...) = %v, %v; want registry.ErrNilContext", reg, err)
+		}
+	})
 }
 
 // Closing the client is reported once; the watcher does not close the

@@ -48,8 +48,12 @@ type Registration struct {
 // 1 unless nodes are weighed. A process that dies without Close leaves its key
 // until the lease expires, ttl later.
 //
-// The Registration does not close client; close client after it.
+// The Registration does not close client; close client after it. A nil ctx
+// is registry.ErrNilContext.
 func Register(ctx context.Context, client *clientv3.Client, service string, node registry.Node, ttl time.Duration, opts ...Option) (*Registration, error) {
+	if ctx == nil {
+		return nil, registry.ErrNilContext
+	}
 	if client == nil {
 		return nil, errors.New("lbrpc/registry/etcd: nil client")
 	}

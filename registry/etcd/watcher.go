@@ -44,8 +44,12 @@ type etcdRegistry struct {
 }
 
 // Watch starts a Watcher. It does no I/O: the first Next reports the current
-// set, or an error if etcd cannot be read.
+// set, or an error if etcd cannot be read. A nil ctx is
+// registry.ErrNilContext.
 func (r *etcdRegistry) Watch(ctx context.Context) (registry.Watcher, error) {
+	if ctx == nil {
+		return nil, registry.ErrNilContext
+	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}

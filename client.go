@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/rpc"
 	"reflect"
 	"slices"
 	"strings"
@@ -123,7 +124,15 @@ func (c *Client) watch() {
 	var fails int
 	for {
 		nodes, err := c.watcher.Next()
-		if c.closed.Load() || errors.Is(err, registry.ErrStopped) {
+		if c.closed.Load() {
+			return
+		}
+		if errors.Is(err, registry.ErrStopped) {
+			// The registry ended on its own. The client keeps the set it
+			// has; calls made before any set fail with ErrNoNodes and this
+			// error rather than wait for one.
+			c.watchErr.Store(&err)
+			c.markReady()
 			return
 		}
 		if err != nil {
@@ -218,7 +227,13 @@ func (c *Client) Call(ctx context.Context, serviceMethod string, args, reply any
 			return ErrClosed
 		}
 	}
-	return c.invoke(ctx, &middleware.Call{ServiceMethod: serviceMethod, Args: args, Reply: reply})
+	err := c.invoke(ctx, &middleware.Call{ServiceMethod: serviceMethod, Args: args, Reply: reply, Closing: c.closing})
+	if _, answered := errors.AsType[rpc.ServerError](err); err != nil && !answered && c.closed.Load() && !errors.Is(err, ErrBadArgs) {
+		// Whatever the chain was doing (waiting for a token, a backoff, an
+		// answer), Close ended it.
+		return ErrClosed
+	}
+	return err
 }
 
 // check validates a call's input.
@@ -310,7 +325,11 @@ func (c *Client) attempt(ctx context.Context, call *middleware.Call) error {
 	}
 	err := c.tr.Call(ctx, call.Addr, call.ServiceMethod, call.Args, call.Reply)
 	if res.Done != nil {
-		res.Finish(picker.DoneInfo{Err: err, Latency: time.Since(c.epoch) - start})
+		d := picker.DoneInfo{Err: err, Latency: time.Since(c.epoch) - start}
+		if err != nil && errors.Is(err, ErrBadArgs) {
+			d.Err = errPickUnused // the caller's error: it says nothing of the node
+		}
+		res.Finish(d)
 	}
 	if onDone != nil {
 		onDone(err)
@@ -327,8 +346,9 @@ func (c *Client) attempt(ctx context.Context, call *middleware.Call) error {
 }
 
 // errPickUnused is the outcome given to a picker for a pick the client
-// declined (slow start, a node breaker refusing): nothing was sent, so,
-// like a call its caller cancelled, it tells nothing about the node.
+// declined (slow start, a node breaker refusing) or whose args could not be
+// encoded: nothing was sent, so, like a call its caller cancelled, it tells
+// nothing about the node.
 var errPickUnused = fmt.Errorf("lbrpc: pick declined: %w", context.Canceled)
 
 // decline gives back a pick the attempt will not use and returns the

@@ -871,3 +871,68 @@ func TestNodeSetReachesTransportAroundPicker(t *testing.T) {
 		t.Fatalf("node-set order broken:\n%s", strings.Join(f.violations, "\n"))
 	}
 }
+
+// Close fails a Call waiting in the chain (here for a rate-limit token,
+// 2.5s away) with ErrClosed at once, not when its token comes.
+func TestCloseEndsCallWaitingInChain(t *testing.T) {
+	s := rpctest.Start(t, 1, rpctest.Gob)
+	c, err := lbrpc.New(
+		lbrpc.WithRegistry(registry.Static(rpctest.Addrs(s)...)),
+		lbrpc.WithRateLimit(rate.Limit(0.4), 1, middleware.Wait),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reply string
+	if err := c.Call(context.Background(), "Hello.Say", "x", &reply); err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		var r string
+		errc <- c.Call(context.Background(), "Hello.Say", "x", &r)
+	}()
+	time.Sleep(50 * time.Millisecond) // the call waits for a token
+	c.Close()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, lbrpc.ErrClosed) {
+			t.Fatalf("pending call: err = %v, want ErrClosed", err)
+		}
+	case <-time.After(time.Second): // a hang guard: the token is 2.5s away
+		err := <-errc
+		t.Fatalf("pending Call still blocked 1s after Close returned (it ended later with %v)", err)
+	}
+}
+
+// stoppedRegistry's watcher reports that its source went away: Next
+// returns ErrStopped although Stop was not called.
+type stoppedRegistry struct{}
+
+func (stoppedRegistry) Watch(context.Context) (registry.Watcher, error) { return stoppedWatcher{}, nil }
+
+type stoppedWatcher struct{}
+
+func (stoppedWatcher) Next() ([]registry.Node, error) { return nil, registry.ErrStopped }
+func (stoppedWatcher) Stop() error                    { return nil }
+
+// If the watcher ends (ErrStopped) before its first set, calls fail at once
+// with ErrNoNodes carrying the registry's error, rather than wait for a set
+// that will never come.
+func TestWatcherEndsBeforeFirstSet(t *testing.T) {
+	c, err := lbrpc.New(lbrpc.WithRegistry(stoppedRegistry{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	var reply string
+	err = c.Call(ctx, "Hello.Say", "x", &reply)
+	if ctx.Err() != nil {
+		t.Fatalf("Call waited until its deadline (err = %v): the registry loop ended without marking the client ready", err)
+	}
+	if !errors.Is(err, lbrpc.ErrNoNodes) || !errors.Is(err, registry.ErrStopped) {
+		t.Fatalf("err = %v, want ErrNoNodes and registry.ErrStopped", err)
+	}
+}

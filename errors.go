@@ -22,6 +22,10 @@ var (
 	ErrRateLimited = middleware.ErrRateLimited
 	// ErrBadReply: the reply is nil or not a pointer.
 	ErrBadReply = transport.ErrBadReply
+	// ErrBadArgs: the codec could not encode the args (gob cannot encode
+	// nil, a func, a chan or a struct without exported fields). Nothing was
+	// sent, the call is not retried, and nothing counts against the node.
+	ErrBadArgs = transport.ErrBadArgs
 	// ErrBadMethod: the service method is not of the form "Service.Method".
 	ErrBadMethod = errors.New("lbrpc: service method must be \"Service.Method\"")
 	// ErrNilContext: Call or Go was given a nil context.

@@ -102,7 +102,8 @@ func (c *Client) newNodeState(addr string) *nodeState {
 // out of the ready set meanwhile).
 func notCounted(err error) bool {
 	return errors.Is(err, context.Canceled) || errors.Is(err, ErrClosed) ||
-		errors.Is(err, transport.ErrNodeRemoved) || errors.Is(err, transport.ErrNodeDown)
+		errors.Is(err, transport.ErrNodeRemoved) || errors.Is(err, transport.ErrNodeDown) ||
+		errors.Is(err, ErrBadArgs)
 }
 
 // record counts the outcome of an attempt sent to st for outlier detection.

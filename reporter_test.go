@@ -4,9 +4,11 @@ import (
 	"context"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/lbrpc/lbrpc"
 	"github.com/lbrpc/lbrpc/internal/rpctest"
+	"github.com/lbrpc/lbrpc/picker"
 	"github.com/lbrpc/lbrpc/registry"
 )
 
@@ -57,7 +59,7 @@ func (w *reportingWatcher) ReportFailure(addr string, _ error) {
 func TestFailuresReportedToRegistry(t *testing.T) {
 	servers := rpctest.Start(t, 2, rpctest.Gob)
 	reg := &reportingRegistry{nodes: nodes(servers...)}
-	c, err := lbrpc.New(lbrpc.WithRegistry(reg), lbrpc.WithRetry(1))
+	c, err := lbrpc.New(lbrpc.WithRegistry(reg), lbrpc.WithRetry(1), lbrpc.WithPicker(picker.RoundRobin()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,14 +74,28 @@ func TestFailuresReportedToRegistry(t *testing.T) {
 	if got := reg.reported(); len(got) != 0 {
 		t.Fatalf("reported %v while every node answered", got)
 	}
+	// Round robin: of two calls at once, one is held by servers[0], which
+	// dies under it; that call fails there and is retried on servers[1].
 	dead := servers[0].Addr
+	servers[0].SetLatency(time.Hour)
+	base := servers[0].Calls()
+	errs := make(chan error, 2)
+	for i := 0; i < 2; i++ {
+		go func() {
+			var reply string
+			errs <- c.Call(context.Background(), "Hello.Say", "x", &reply)
+		}()
+	}
+	rpctest.Eventually(t, "a call held by servers[0]", func() bool { return servers[0].Calls() == base+1 })
 	servers[0].Kill()
-	rpctest.Eventually(t, "a failure to be reported", func() bool {
-		if err := c.Call(context.Background(), "Hello.Say", "x", &reply); err != nil {
+	for i := 0; i < 2; i++ {
+		if err := <-errs; err != nil {
 			t.Fatalf("call with one node left: %v", err)
 		}
-		return len(reg.reported()) > 0
-	})
+	}
+	if len(reg.reported()) == 0 {
+		t.Fatal("the failed attempt was not reported")
+	}
 	for _, a := range reg.reported() {
 		if a != dead {
 			t.Fatalf("reported %s, want only the dead node %s", a, dead)

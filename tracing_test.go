@@ -4,6 +4,7 @@ import (
 	"context"
 	"strconv"
 	"testing"
+	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -24,8 +25,8 @@ func attrs(s sdktrace.ReadOnlySpan) map[attribute.Key]attribute.Value {
 	return m
 }
 
-// A call retried once after a dead node gives one client span with two
-// attempt spans, the first failed, both naming their node.
+// A call retried once after its node died under it gives one client span
+// with two attempt spans, the first failed, both naming their node.
 func TestTracingEndToEnd(t *testing.T) {
 	servers := rpctest.Start(t, 2, rpctest.Gob)
 	rec := tracetest.NewSpanRecorder()
@@ -34,14 +35,26 @@ func TestTracingEndToEnd(t *testing.T) {
 	c := newClient(t, servers, lbrpc.WithTracing(tp), lbrpc.WithRetry(1), lbrpc.WithPicker(picker.RoundRobin()))
 
 	var reply string
-	if err := c.Call(context.Background(), "Hello.Say", "x", &reply); err != nil { // warm both connections
-		t.Fatal(err)
-	}
-	servers[1].Kill()
-	rec.Reset()
-	// Round robin: one of the next two calls starts on the dead node.
-	for i := 0; i < 2; i++ {
+	for i := 0; i < 2; i++ { // warm both connections
 		if err := c.Call(context.Background(), "Hello.Say", "x", &reply); err != nil {
+			t.Fatal(err)
+		}
+	}
+	servers[1].SetLatency(time.Hour)
+	rec.Reset()
+	// Round robin: of two calls at once, one is held by servers[1], which
+	// dies under it; that call is retried on servers[0].
+	errs := make(chan error, 2)
+	for i := 0; i < 2; i++ {
+		go func() {
+			var reply string
+			errs <- c.Call(context.Background(), "Hello.Say", "x", &reply)
+		}()
+	}
+	rpctest.Eventually(t, "a call held by servers[1]", func() bool { return servers[1].Calls() == 2 })
+	servers[1].Kill()
+	for i := 0; i < 2; i++ {
+		if err := <-errs; err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -7,6 +7,8 @@ import (
 	"net/rpc"
 
 	"github.com/sony/gobreaker/v2"
+
+	"github.com/lbrpc/lbrpc/transport"
 )
 
 // ErrCircuitOpen is returned while the circuit breaker rejects calls (open,
@@ -27,8 +29,10 @@ var (
 //   - IsSuccessful nil: an answer from the server, even an rpc.ServerError,
 //     is a success; only failures to reach a node or to get an answer in
 //     time count as failures. See BreakerFailure.
-//   - IsExcluded nil: calls cancelled by the caller (context.Canceled) and
-//     calls rejected by a rate limiter count neither way.
+//   - IsExcluded nil: calls cancelled by the caller (context.Canceled),
+//     calls rejected by a rate limiter, calls whose args could not be
+//     encoded (transport.ErrBadArgs, the caller's error) and calls ended by
+//     the client's Close count neither way.
 //
 // Use ConsecutiveFailures or FailureRatio for st.ReadyToTrip, and
 // st.OnStateChange to observe transitions.
@@ -41,7 +45,8 @@ func CircuitBreaker(st gobreaker.Settings) Middleware {
 	}
 	if st.IsExcluded == nil {
 		st.IsExcluded = func(err error) bool {
-			return errors.Is(err, context.Canceled) || errors.Is(err, ErrRateLimited)
+			return errors.Is(err, context.Canceled) || errors.Is(err, ErrRateLimited) ||
+				errors.Is(err, transport.ErrBadArgs) || errors.Is(err, ErrClosed)
 		}
 	}
 	cb := gobreaker.NewCircuitBreaker[struct{}](st)

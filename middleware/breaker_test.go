@@ -141,6 +141,8 @@ func TestCircuitBreakerWhatCounts(t *testing.T) {
 		{"call canceled", &transport.Error{Addr: "a:1", Op: transport.OpCall, Err: context.Canceled}, false},
 		{"rate limited", middleware.ErrRateLimited, false},
 		{"wrapped rate limited", fmt.Errorf("%w: rate: Wait(n=1) would exceed context deadline", middleware.ErrRateLimited), false},
+		{"bad args", fmt.Errorf("%w: gob: cannot encode nil value", transport.ErrBadArgs), false},
+		{"client closed", middleware.ErrClosed, false},
 		{"success", nil, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -12,5 +12,7 @@
 //
 // A Middleware may read and change the Call, return without calling next
 // (short-circuit), and look at the error next returns. It must not keep the
-// Call after it returns.
+// Call after it returns. Middleware that waits for something other than
+// next (a token, a backoff) stops when ctx ends or Call.Closing fires, so
+// that Close does not wait on it.
 package middleware

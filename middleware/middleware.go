@@ -1,6 +1,10 @@
 package middleware
 
-import "context"
+import (
+	"context"
+
+	"github.com/lbrpc/lbrpc/transport"
+)
 
 // Call is one call as it passes through the chain. It is not safe for
 // concurrent use: attempts of a call run one after another.
@@ -21,7 +25,16 @@ type Call struct {
 	// Tried lists the nodes of the earlier attempts, oldest first. Pickers
 	// avoid them.
 	Tried []string
+	// Closing is closed when the client starts to close. Middleware that
+	// waits for anything but the next invoker (a rate-limit token, a
+	// backoff) waits on it as on ctx.Done(), and returns ErrClosed when it
+	// fires. Nil, which never fires, outside a client.
+	Closing <-chan struct{}
 }
+
+// ErrClosed is returned by middleware that stopped waiting because its
+// client is closing (Call.Closing). It is the client's ErrClosed.
+var ErrClosed = transport.ErrClosed
 
 // Invoker performs a call.
 type Invoker func(ctx context.Context, call *Call) error

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"golang.org/x/time/rate"
 )
@@ -25,6 +26,39 @@ const (
 	FailFast
 )
 
+// wait takes a token of l, waiting for it until ctx ends or closing
+// fires, as rate.Limiter.Wait does with ctx alone.
+func wait(ctx context.Context, l *rate.Limiter, closing <-chan struct{}) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("lbrpc: waiting for rate limit: %w", err)
+	}
+	now := time.Now()
+	r := l.ReserveN(now, 1)
+	if !r.OK() {
+		return fmt.Errorf("%w: burst of %d exceeded", ErrRateLimited, l.Burst())
+	}
+	d := r.DelayFrom(now)
+	if d == 0 {
+		return nil
+	}
+	if dl, ok := ctx.Deadline(); ok && dl.Sub(now) < d {
+		r.CancelAt(now)
+		return fmt.Errorf("%w: the token would come after the deadline", ErrRateLimited)
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		r.Cancel()
+		return fmt.Errorf("lbrpc: waiting for rate limit: %w", ctx.Err())
+	case <-closing:
+		r.Cancel()
+		return ErrClosed
+	}
+}
+
 // RateLimit returns middleware that takes one token of l per call (not per
 // attempt: retries are bounded by the retry budget instead).
 func RateLimit(l *rate.Limiter, mode RateLimitMode) Middleware {
@@ -39,12 +73,8 @@ func RateLimit(l *rate.Limiter, mode RateLimitMode) Middleware {
 				}
 				return next(ctx, call)
 			}
-			if err := l.Wait(ctx); err != nil {
-				if ctx.Err() != nil {
-					return fmt.Errorf("lbrpc: waiting for rate limit: %w", ctx.Err())
-				}
-				// Would outlast the deadline, or burst exceeded.
-				return fmt.Errorf("%w: %w", ErrRateLimited, err)
+			if err := wait(ctx, l, call.Closing); err != nil {
+				return err
 			}
 			return next(ctx, call)
 		}

@@ -77,7 +77,7 @@ func Retry(p RetryPolicy) Middleware {
 				// Withdraw only after the sleep, when the retry is surely
 				// made; the check before it spares a sleep with no retry
 				// after it.
-				if !p.Budget.allows(time.Now()) || !sleep(ctx, d) || !p.Budget.withdraw(time.Now()) {
+				if !p.Budget.allows(time.Now()) || !sleep(ctx, call.Closing, d) || !p.Budget.withdraw(time.Now()) {
 					break // err is the last error: joined once, below
 				}
 				errs = append(errs, err)
@@ -130,8 +130,8 @@ func (p *RetryPolicy) window(n int) time.Duration {
 	return min(d, p.MaxBackoff)
 }
 
-// sleep waits d, reporting false if ctx ends first.
-func sleep(ctx context.Context, d time.Duration) bool {
+// sleep waits d, reporting false if ctx ends or closing fires first.
+func sleep(ctx context.Context, closing <-chan struct{}, d time.Duration) bool {
 	if d <= 0 {
 		return ctx.Err() == nil
 	}
@@ -141,6 +141,8 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	case <-t.C:
 		return ctx.Err() == nil // ctx may have ended just as the timer fired
 	case <-ctx.Done():
+		return false
+	case <-closing:
 		return false
 	}
 }

@@ -2,10 +2,10 @@ package transport
 
 import (
 	"net"
-	"net/rpc"
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"syscall"
 )
 
 // maxRetained caps the capacity of a write buffer kept for reuse: a buffer
@@ -13,26 +13,23 @@ import (
 // so that the burst does not pin memory for the life of the connection.
 const maxRetained = 64 << 10
 
-// coalesce wraps conn for write coalescing and returns the codec made by
-// codec over it, itself wrapped to count the calls outstanding.
-func coalesce(conn net.Conn, codec Codec) rpc.ClientCodec {
-	c := newCoalescingConn(conn)
-	return &countingCodec{ClientCodec: codec(c), conn: c}
-}
-
 // coalescingConn is a net.Conn whose writes are gathered, while other calls
 // are outstanding on the connection, into one buffer that a flusher goroutine
 // writes to the connection in one Write: requests made at the same time share
 // a write(2) instead of taking one each. Reads and the other methods of
 // net.Conn pass through.
 //
-// A Write is inline (synchronous, as without the wrapper) when its request is
-// the only call outstanding, nothing is pending and nobody is writing.
-// Otherwise it copies p, wakes the flusher and returns len(p), nil. Which way
-// a Write goes is a heuristic (see countingCodec); the order of the bytes does
-// not depend on it: Writes append to pending in the order they are made, and a
-// Write goes inline only when pending is empty and no write to the connection
-// is in progress, that is when every earlier byte has been written.
+// A Write is inline when its request is the only call outstanding, nothing
+// is pending and nobody is writing: it writes what the socket takes at once,
+// without waiting (write(2) on the non-blocking socket), and queues the rest.
+// Otherwise it copies p, wakes the flusher and returns len(p), nil. Either
+// way no Write waits for the peer to read, so a caller whose peer stops
+// reading is not stuck in rpc.Client.Go, deaf to its context, nor is every
+// caller after it. Which way a Write goes is a heuristic (see watchCodec);
+// the order of the bytes does not depend on it: Writes append to pending in
+// the order they are made, and a Write goes inline only when pending is
+// empty and no write to the connection is in progress, that is when every
+// earlier byte has been written.
 //
 // The first write error is sticky: every later Write returns it, and the
 // connection is closed, so that the codec's reader fails and net/rpc ends
@@ -41,8 +38,9 @@ func coalesce(conn net.Conn, codec Codec) rpc.ClientCodec {
 //
 // pending has no bound of its own: while a write is stuck (a peer that stops
 // reading), it holds the requests of the calls made meanwhile, each of which
-// waits for its answer or its context. Without the wrapper those calls would
-// instead block in rpc.Client.Go, their contexts unheeded.
+// waits for its answer or its context; their timeouts recycle the
+// connection (WithMaxTimeouts), which drops it. Without the wrapper those
+// calls would instead block in rpc.Client.Go, their contexts unheeded.
 //
 // net/rpc makes one Write at a time (its Client holds a mutex across
 // WriteRequest), but Write and Close are safe for concurrent use. The flusher
@@ -53,7 +51,17 @@ func coalesce(conn net.Conn, codec Codec) rpc.ClientCodec {
 type coalescingConn struct {
 	net.Conn
 
-	solo atomic.Bool // set by countingCodec: no other call is outstanding
+	solo atomic.Bool // set by watchCodec: no other call is outstanding
+
+	// raw writes inline without blocking; nil if the conn has no raw
+	// connection, and then every Write is queued. rawP, rawN and rawErr are
+	// rawWrite's argument and results, fields so that rawFn, bound once,
+	// allocates nothing; only the inline writer uses them.
+	raw    syscall.RawConn
+	rawFn  func(fd uintptr) bool
+	rawP   []byte
+	rawN   int
+	rawErr error
 
 	mu       sync.Mutex
 	pending  []byte // copied by Write, not yet taken by the flusher
@@ -61,6 +69,7 @@ type coalescingConn struct {
 	writing  bool   // an inline Write or the flusher is in Conn.Write
 	flushing bool   // a flusher goroutine is running
 	err      error  // sticky: the first write error, or why writing stopped
+	wErr     error  // the first write error, if writing stopped for one
 
 	flushers sync.WaitGroup // Close waits for the flusher
 	flushFn  func()         // c.flush, bound once: `go c.flush()` would allocate its closure per batch
@@ -70,8 +79,9 @@ type coalescingConn struct {
 }
 
 func newCoalescingConn(conn net.Conn) *coalescingConn {
-	c := &coalescingConn{Conn: conn}
+	c := &coalescingConn{Conn: conn, raw: rawConnOf(conn)}
 	c.flushFn = c.flush
+	c.rawFn = c.rawWrite
 	return c
 }
 
@@ -83,7 +93,7 @@ func (c *coalescingConn) Write(p []byte) (int, error) {
 		c.mu.Unlock()
 		return 0, err
 	}
-	if c.writing || len(c.pending) > 0 || !c.solo.Load() {
+	if c.writing || len(c.pending) > 0 || !c.solo.Load() || c.raw == nil {
 		c.pending = append(c.pending, p...)
 		start := c.startLocked()
 		c.mu.Unlock()
@@ -95,12 +105,19 @@ func (c *coalescingConn) Write(p []byte) (int, error) {
 	c.writing = true // the flusher may not start until this write ends
 	c.mu.Unlock()
 
-	n, err := c.Conn.Write(p)
+	n, err := c.tryWrite(p)
 
 	c.mu.Lock()
 	c.writing = false
 	if err != nil {
-		c.haltLocked(err)
+		c.failLocked(err)
+	} else if n < len(p) {
+		// The socket's buffer is full (a slow or stuck peer): the rest goes
+		// to the flusher, ahead of what was queued meanwhile, and the caller
+		// returns, so that it waits for its answer where its context is
+		// heeded.
+		rest := append(make([]byte, 0, len(p)-n+len(c.pending)), p[n:]...)
+		c.pending = append(rest, c.pending...)
 	}
 	// Bytes queued meanwhile (only if Writes were made concurrently) found
 	// this write in progress and left them to be started here.
@@ -112,6 +129,17 @@ func (c *coalescingConn) Write(p []byte) (int, error) {
 		go c.flushFn()
 	}
 	return n, err
+}
+
+// tryWrite writes what of p the socket takes now, without waiting.
+func (c *coalescingConn) tryWrite(p []byte) (int, error) {
+	c.rawP = p
+	err := c.raw.Write(c.rawFn)
+	c.rawP = nil
+	if err != nil {
+		return 0, err
+	}
+	return c.rawN, c.rawErr
 }
 
 // startLocked reports whether the caller is to start the flusher (with c.mu
@@ -157,7 +185,7 @@ func (c *coalescingConn) flush() {
 			c.spare = batch[:0]
 		}
 		if err != nil {
-			c.haltLocked(err)
+			c.failLocked(err)
 			c.flushing = false
 		}
 		c.mu.Unlock()
@@ -176,6 +204,22 @@ func (c *coalescingConn) halt(err error) {
 	c.mu.Unlock()
 }
 
+// failLocked stops writing after a write failed, with c.mu held.
+func (c *coalescingConn) failLocked(err error) {
+	if c.err == nil {
+		c.wErr = err
+	}
+	c.haltLocked(err)
+}
+
+// writeError returns the write error that stopped writing, if one did:
+// the cause to give the calls that the closed connection fails.
+func (c *coalescingConn) writeError() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.wErr
+}
+
 // haltLocked is halt with c.mu held.
 func (c *coalescingConn) haltLocked(err error) {
 	if c.err == nil {
@@ -189,6 +233,14 @@ func (c *coalescingConn) closeConn() error {
 	return c.closeErr
 }
 
+// writeFailed reports whether writing stopped: a write failed, a read
+// failed (see watchCodec) or the conn was closed.
+func (c *coalescingConn) writeFailed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err != nil
+}
+
 // Close drops pending bytes, closes the connection and waits for the
 // flusher, if one runs, which closing the connection unblocks. It is idempotent: every
 // call returns the result of closing the connection.
@@ -196,55 +248,5 @@ func (c *coalescingConn) Close() error {
 	c.halt(net.ErrClosed)
 	err := c.closeConn()
 	c.flushers.Wait()
-	return err
-}
-
-// countingCodec wraps the configured codec to count the calls outstanding on
-// a coalescingConn, that is written and not yet answered, and tells the conn
-// before each request whether it is the only one. The count steers only the
-// choice between an inline and a queued write, never the order of bytes; it
-// can drift (a request that fails half-written may still be answered) at the
-// cost of a handoff or of a batch missed, no more.
-//
-// It also stops the conn's writing when a read fails: net/rpc ends the
-// client on any error reading a response, so nothing written after one could
-// be answered. Close closes the conn even if the inner codec does not.
-type countingCodec struct {
-	rpc.ClientCodec
-	conn        *coalescingConn
-	outstanding atomic.Int64
-}
-
-var _ rpc.ClientCodec = (*countingCodec)(nil)
-
-func (c *countingCodec) WriteRequest(r *rpc.Request, body any) error {
-	c.conn.solo.Store(c.outstanding.Add(1) <= 1)
-	if err := c.ClientCodec.WriteRequest(r, body); err != nil {
-		c.outstanding.Add(-1)
-		return err
-	}
-	return nil
-}
-
-func (c *countingCodec) ReadResponseHeader(r *rpc.Response) error {
-	if err := c.ClientCodec.ReadResponseHeader(r); err != nil {
-		c.conn.halt(err)
-		return err
-	}
-	c.outstanding.Add(-1)
-	return nil
-}
-
-func (c *countingCodec) ReadResponseBody(body any) error {
-	err := c.ClientCodec.ReadResponseBody(body)
-	if err != nil {
-		c.conn.halt(err)
-	}
-	return err
-}
-
-func (c *countingCodec) Close() error {
-	err := c.ClientCodec.Close()
-	c.conn.Close()
 	return err
 }

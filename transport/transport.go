@@ -54,10 +54,11 @@ type Pool struct {
 	closed  atomic.Bool
 	wg      sync.WaitGroup
 
-	mu       sync.Mutex // guards writes to nodes, draining, gone
+	mu       sync.Mutex // guards writes to nodes, draining, retiring, gone
 	nodes    atomic.Pointer[map[string]*node]
 	draining map[*node]*time.Timer
-	gone     map[string]bool // the addresses the last Update removed
+	retiring map[*conn]*time.Timer // connections retired after an encoding error, open for their answers
+	gone     map[string]time.Time  // the addresses Updates removed, and when
 	notify   atomic.Pointer[func()]
 }
 
@@ -77,7 +78,13 @@ func New(opts ...Option) (*Pool, error) {
 			return nil, err
 		}
 	}
-	p := &Pool{cfg: cfg, closing: make(chan struct{}), draining: map[*node]*time.Timer{}}
+	p := &Pool{
+		cfg:      cfg,
+		closing:  make(chan struct{}),
+		draining: map[*node]*time.Timer{},
+		retiring: map[*conn]*time.Timer{},
+		gone:     map[string]time.Time{},
+	}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	p.nodes.Store(&map[string]*node{})
 	return p, nil
@@ -104,15 +111,66 @@ func (p *Pool) Call(ctx context.Context, addr, serviceMethod string, args, reply
 	}
 	defer n.release()
 
-	c, err := n.conn(ctx)
-	if err != nil {
-		return err
+	for tries := 0; ; tries++ {
+		c, err := n.conn(ctx)
+		if err != nil {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return &Error{Addr: addr, Op: OpDial, Err: err}
+		}
+		call, err := p.send(ctx, n, c, serviceMethod, args, rv)
+		if call == nil {
+			return err
+		}
+		switch {
+		case call.Error == nil:
+			n.answered()
+			return nil
+		case errors.As(call.Error, new(rpc.ServerError)):
+			n.answered() // the node is alive; the method failed
+			return call.Error
+		case errors.Is(call.Error, ErrBadArgs):
+			return call.Error // the codec retired the connection, not failed it
+		case c.refused(call.Error):
+			// Nothing was written: the connection was shut while idle (the
+			// server closed it) or retired. Once on a new one; then the
+			// node is not answering.
+			n.lost(c, call.Error)
+			if tries == 0 {
+				continue
+			}
+			return &Error{Addr: addr, Op: OpDial, Err: call.Error}
+		}
+		// Anything else leaves the connection in doubt (EOF, reset, or a
+		// codec error reading an answer).
+		n.broken(c)
+		if p.closed.Load() {
+			return ErrClosed
+		}
+		return &Error{Addr: addr, Op: OpCall, Err: call.Error}
+	}
+}
+
+// send makes the call on c and waits for its end. It returns the ended
+// call, or nil and the error that ended the wait (ctx, Close).
+func (p *Pool) send(ctx context.Context, n *node, c *conn, serviceMethod string, args any, rv reflect.Value) (*rpc.Call, error) {
+	// Without write coalescing net/rpc writes in Go, and a peer that stops
+	// reading blocks it there, and every later call behind it: closing the
+	// connection when ctx ends frees them. (A coalescingConn never blocks a
+	// writer; see coalesce.go.)
+	var stop func() bool
+	if !p.cfg.coalesce && ctx.Done() != nil {
+		stop = context.AfterFunc(ctx, func() { n.broken(c) })
 	}
 	// A fresh value per attempt: net/rpc decodes a late answer into the
 	// value it was given, and that must never be the caller's reply.
 	fresh := reflect.New(rv.Type().Elem())
 	done := chans.Get().(chan *rpc.Call)
 	call := c.Go(serviceMethod, args, fresh.Interface(), done)
+	if stop != nil && !stop() {
+		return nil, &Error{Addr: n.addr, Op: OpCall, Err: ctx.Err()}
+	}
 	select {
 	case <-call.Done:
 		chans.Put(done)
@@ -120,26 +178,14 @@ func (p *Pool) Call(ctx context.Context, addr, serviceMethod string, args, reply
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			n.timedOut(c)
 		}
-		return &Error{Addr: addr, Op: OpCall, Err: ctx.Err()}
+		return nil, &Error{Addr: n.addr, Op: OpCall, Err: ctx.Err()}
 	case <-p.closing:
-		return ErrClosed
+		return nil, ErrClosed
 	}
 	if call.Error == nil {
-		n.answered()
 		rv.Elem().Set(fresh.Elem())
-		return nil
 	}
-	if _, ok := call.Error.(rpc.ServerError); ok {
-		n.answered() // the node is alive; the method failed
-		return call.Error
-	}
-	// Anything else leaves the connection in doubt (shut down, EOF, reset,
-	// or a codec error that may have left half a request in its buffer).
-	n.broken(c)
-	if p.closed.Load() {
-		return ErrClosed
-	}
-	return &Error{Addr: addr, Op: OpCall, Err: call.Error}
+	return call, nil
 }
 
 // node returns the state of addr, adding it if the pool has not seen it,
@@ -156,7 +202,7 @@ func (p *Pool) node(addr string) *node {
 	if n, ok := cur[addr]; ok {
 		return n
 	}
-	if p.gone[addr] {
+	if _, ok := p.gone[addr]; ok {
 		return nil
 	}
 	n := &node{p: p, addr: addr}
@@ -185,11 +231,19 @@ func (p *Pool) Update(addrs []string) {
 		}
 		next[a] = n
 	}
-	p.gone = map[string]bool{}
+	// A call picked before an Update may reach the pool after it, or after
+	// later ones: its node stays refused for a while after it left, and
+	// until it returns.
+	now := time.Now()
+	for a, at := range p.gone {
+		if _, back := next[a]; back || now.Sub(at) > p.cfg.drainTimeout {
+			delete(p.gone, a)
+		}
+	}
 	for a, n := range cur {
 		if _, keep := next[a]; !keep {
 			p.drain(n)
-			p.gone[a] = true
+			p.gone[a] = now
 		}
 	}
 	p.nodes.Store(&next)
@@ -250,6 +304,11 @@ func (p *Pool) Close() error {
 		n.shut()
 	}
 	p.draining = nil
+	for c, t := range p.retiring {
+		t.Stop()
+		c.close()
+	}
+	p.retiring = nil
 	for _, n := range *p.nodes.Load() {
 		n.shut()
 	}
@@ -297,9 +356,9 @@ type node struct {
 	p    *Pool
 	addr string
 
-	client   atomic.Pointer[rpc.Client] // nil while not connected
-	proven   atomic.Bool                // a call was answered on client
-	timeouts atomic.Int32               // calls in a row that timed out on client
+	client   atomic.Pointer[conn] // nil while not connected
+	proven   atomic.Bool          // a call was answered on client
+	timeouts atomic.Int32         // calls in a row that timed out on client
 	inflight atomic.Int64
 	removed  atomic.Bool
 	down     atomic.Bool // waiting to redial after failures
@@ -331,7 +390,7 @@ func (n *node) release() {
 }
 
 // conn returns the node's connection, dialling if there is none.
-func (n *node) conn(ctx context.Context) (*rpc.Client, error) {
+func (n *node) conn(ctx context.Context) (*conn, error) {
 	if c := n.client.Load(); c != nil {
 		return c, nil
 	}
@@ -399,7 +458,7 @@ func (n *node) startDial() chan struct{} {
 func (n *node) dial(ch chan struct{}) {
 	defer n.p.wg.Done()
 	ctx, cancel := context.WithTimeout(n.p.ctx, n.p.cfg.dialTimeout)
-	c, err := n.p.dialClient(ctx, n.addr)
+	c, err := n.p.dialClient(ctx, n)
 	cancel()
 
 	n.mu.Lock()
@@ -409,7 +468,7 @@ func (n *node) dial(ch chan struct{}) {
 		n.lastErr = err
 		changed = n.failed()
 	case n.removed.Load() || n.p.closed.Load():
-		c.Close()
+		c.close()
 	default:
 		n.dials++
 		n.proven.Store(false)
@@ -422,6 +481,11 @@ func (n *node) dial(ch chan struct{}) {
 	n.mu.Unlock()
 	if changed {
 		n.p.changed()
+	}
+	if err == nil && c.codec.dead.Load() {
+		// The server closed it at once, maybe before it was stored, where
+		// its reader could not find it.
+		n.lost(c, io.ErrUnexpectedEOF)
 	}
 }
 
@@ -458,13 +522,68 @@ func (n *node) answered() {
 // broken drops c after a connection failure. A connection that broke before
 // answering anything counts as a failure, so a node that accepts and then
 // drops connections is re-dialled with backoff, not in a loop.
-func (n *node) broken(c *rpc.Client) {
+func (n *node) broken(c *conn) {
 	if !n.client.CompareAndSwap(c, nil) {
 		return
 	}
-	c.Close()
+	c.close()
+	n.replace(rpc.ErrShutdown)
+}
+
+// lost drops c when its reader failed (the server closed it, or it broke),
+// even while no call was pending: net/rpc has already failed the calls
+// pending on it, and would refuse new ones. c is closed under net/rpc, not
+// through it, so that the calls it refuses are told from the calls it had
+// sent (see conn.refused).
+func (n *node) lost(c *conn, err error) {
+	if !n.client.CompareAndSwap(c, nil) {
+		return
+	}
+	c.codec.ClientCodec.Close()
+	n.replace(err)
+}
+
+// retire drops c after a request failed to encode: the node is not at
+// fault, so a new connection is dialled at once, while c stays open for
+// the answers to the calls it has sent, until the last one (idle: none) or
+// the drain timeout.
+func (n *node) retire(c *conn, idle bool) {
+	if !n.client.CompareAndSwap(c, nil) {
+		return
+	}
+	p := n.p
+	p.mu.Lock()
+	if idle || p.retiring == nil {
+		p.mu.Unlock()
+		c.close()
+	} else {
+		p.retiring[c] = time.AfterFunc(p.cfg.drainTimeout, func() { p.retired(c) })
+		p.mu.Unlock()
+	}
 	n.mu.Lock()
-	n.lastErr = rpc.ErrShutdown
+	if !n.removed.Load() && !p.closed.Load() && n.dialing == nil {
+		n.startDial()
+	}
+	n.mu.Unlock()
+}
+
+// retired closes a connection retire kept open, at its last answer or at
+// the drain timeout.
+func (p *Pool) retired(c *conn) {
+	p.mu.Lock()
+	if t, ok := p.retiring[c]; ok {
+		t.Stop()
+		delete(p.retiring, c)
+	}
+	p.mu.Unlock()
+	c.close()
+}
+
+// replace follows the loss of the node's connection: a dial at once if the
+// connection had answered, else a failure, with backoff.
+func (n *node) replace(err error) {
+	n.mu.Lock()
+	n.lastErr = err
 	changed := false
 	if n.proven.Load() {
 		// It worked until now: reconnect at once, in the background.
@@ -481,14 +600,14 @@ func (n *node) broken(c *rpc.Client) {
 }
 
 // timedOut counts a timed-out call on c and recycles c after too many.
-func (n *node) timedOut(c *rpc.Client) {
+func (n *node) timedOut(c *conn) {
 	if int(n.timeouts.Add(1)) < n.p.cfg.maxTimeouts {
 		return
 	}
 	if !n.client.CompareAndSwap(c, nil) {
 		return
 	}
-	c.Close() // fails, and so frees, every call pending on c
+	c.close() // fails, and so frees, every call pending on c
 	n.mu.Lock()
 	n.recycles++
 	n.lastErr = context.DeadlineExceeded
@@ -509,7 +628,7 @@ func (n *node) shut() {
 		}
 		n.mu.Unlock()
 		if c := n.client.Swap(nil); c != nil {
-			c.Close()
+			c.close()
 		}
 	})
 }
@@ -525,31 +644,35 @@ func (p *Pool) backoff(failures int) time.Duration {
 	return d/2 + rand.N(d/2+1)
 }
 
-// dialClient opens a connection and wraps it in an rpc.Client, with write
-// coalescing (coalesce.go) unless it is off.
-func (p *Pool) dialClient(ctx context.Context, addr string) (*rpc.Client, error) {
-	conn, err := p.cfg.dialer(ctx, "tcp", addr)
+// dialClient opens a connection to n and wraps it in an rpc.Client, with
+// write coalescing (coalesce.go) unless it is off.
+func (p *Pool) dialClient(ctx context.Context, n *node) (*conn, error) {
+	nc, err := p.cfg.dialer(ctx, "tcp", n.addr)
 	if err != nil {
 		return nil, err
 	}
 	if p.cfg.useHTTP {
-		if err := httpConnect(ctx, conn, p.cfg.httpPath); err != nil {
-			conn.Close()
+		if err := httpConnect(ctx, nc, p.cfg.httpPath); err != nil {
+			nc.Close()
 			return nil, err
 		}
 	}
 	codec := p.cfg.codec
-	if !p.cfg.coalesce {
-		if codec == nil {
-			return rpc.NewClient(conn), nil
-		}
-		return rpc.NewClientWithCodec(codec(conn)), nil
-	}
 	if codec == nil {
 		codec = newGobCodec // net/rpc's, which rpc.NewClient would use
 	}
 	// Wrapped only now, so that the HTTP handshake is written as it was.
-	return rpc.NewClientWithCodec(coalesce(conn, codec)), nil
+	w := &watchCodec{node: n}
+	if p.cfg.coalesce {
+		co := newCoalescingConn(nc)
+		w.co, w.out, w.ClientCodec = co, co, codec(co)
+	} else {
+		pc := &plainConn{Conn: nc}
+		w.out, w.ClientCodec = pc, codec(pc)
+	}
+	c := &conn{Client: rpc.NewClientWithCodec(w), codec: w}
+	w.owner.Store(c)
+	return c, nil
 }
 
 // connected is the status line of net/rpc's HTTP handler.

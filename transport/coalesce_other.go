@@ -1,0 +1,15 @@
+//go:build !unix
+
+package transport
+
+import (
+	"net"
+	"syscall"
+)
+
+// rawConnOf returns nil: without non-blocking writes, every request goes
+// through the flusher, so that no caller blocks on a peer that stops
+// reading.
+func rawConnOf(net.Conn) syscall.RawConn { return nil }
+
+func (c *coalescingConn) rawWrite(uintptr) bool { return true }

@@ -1,0 +1,171 @@
+package transport
+
+import (
+	"errors"
+	"net"
+	"net/rpc"
+	"sync/atomic"
+)
+
+// ErrBadArgs is the cause of a call whose args the codec could not encode
+// (gob cannot encode nil, a type without exported fields, a func or a
+// chan). It is the caller's error, not the node's: the call was not sent,
+// nothing counts against the node, and a retry would fail the same way. It
+// is not wrapped in an *Error.
+var ErrBadArgs = errors.New("lbrpc: args cannot be encoded")
+
+// errSpoiled refuses the requests made on a connection after one failed to
+// encode (see watchCodec): nothing was written, so the call goes on
+// another connection.
+var errSpoiled = errors.New("lbrpc: connection retired after an encoding error")
+
+// conn is one connection of a node.
+type conn struct {
+	*rpc.Client
+	codec *watchCodec
+	// closed is set before the pool closes the connection itself (a broken
+	// call, a recycle, a removal): net/rpc then fails the calls pending on
+	// it with rpc.ErrShutdown, which otherwise means that the request was
+	// refused before anything was written.
+	closed atomic.Bool
+}
+
+// close closes c for good; calls pending on it fail.
+func (c *conn) close() {
+	c.closed.Store(true)
+	c.Client.Close()
+}
+
+// refused reports whether err says that net/rpc refused the request
+// without writing it: its connection was already shut (the server closed
+// it while idle) or retired after an encoding error.
+func (c *conn) refused(err error) bool {
+	return err == errSpoiled || err == rpc.ErrShutdown && !c.closed.Load()
+}
+
+// watchCodec wraps the codec of every connection. It tells the node when
+// the connection can answer nothing more (a read failed: the server closed
+// it, even while it was idle), so that the pool redials before a call finds
+// it dead; it tells an encoding error, the caller's, from a failed write,
+// the connection's; and, with write coalescing, it counts the calls
+// outstanding and tells the coalescingConn before each request whether it
+// is the only one.
+type watchCodec struct {
+	rpc.ClientCodec
+	out writeFailer     // the connection the codec writes to
+	co  *coalescingConn // nil without write coalescing
+	// outstanding counts the requests written and not yet answered. It
+	// steers only the choice between an inline and a queued write, never
+	// the order of bytes, and when a retired connection closes; it can
+	// drift (a request that fails half-written may still be answered) at
+	// the cost of a handoff, of a batch missed, or of a retired connection
+	// closed at the drain timeout rather than at its last answer.
+	outstanding atomic.Int64
+
+	owner   atomic.Pointer[conn] // set once the connection is made
+	node    *node
+	dead    atomic.Bool // a read failed
+	spoiled atomic.Bool // a request failed to encode: write nothing more
+}
+
+// writeFailer is a connection that remembers whether a write to it failed.
+type writeFailer interface {
+	writeFailed() bool
+}
+
+var _ rpc.ClientCodec = (*watchCodec)(nil)
+
+func (c *watchCodec) WriteRequest(r *rpc.Request, body any) error {
+	if c.spoiled.Load() {
+		return errSpoiled
+	}
+	solo := c.outstanding.Add(1) <= 1
+	if c.co != nil {
+		c.co.solo.Store(solo)
+	}
+	err := c.ClientCodec.WriteRequest(r, body)
+	if err == nil {
+		return nil
+	}
+	left := c.outstanding.Add(-1)
+	if c.out.writeFailed() {
+		return err
+	}
+	// The codec failed on its own: it may hold half a request, which the
+	// next request would follow onto the wire. The connection takes no
+	// more requests; the calls pending on it are still answered.
+	c.spoiled.Store(true)
+	if cn := c.owner.Load(); cn != nil {
+		c.node.retire(cn, left == 0)
+	}
+	return &badArgsError{err}
+}
+
+func (c *watchCodec) ReadResponseHeader(r *rpc.Response) error {
+	if err := c.ClientCodec.ReadResponseHeader(r); err != nil {
+		return c.readFailed(err)
+	}
+	c.outstanding.Add(-1)
+	return nil
+}
+
+func (c *watchCodec) ReadResponseBody(body any) error {
+	if err := c.ClientCodec.ReadResponseBody(body); err != nil {
+		return c.readFailed(err)
+	}
+	if c.spoiled.Load() && c.outstanding.Load() <= 0 {
+		if cn := c.owner.Load(); cn != nil {
+			c.node.p.retired(cn) // a retired connection's last answer is in
+		}
+	}
+	return nil
+}
+
+// readFailed runs on net/rpc's reader when a read fails: net/rpc ends the
+// client then, so nothing written after could be answered. It returns the
+// error to give net/rpc, which fails the calls pending with it: the write
+// error, if a failed write closed the connection.
+func (c *watchCodec) readFailed(err error) error {
+	if c.co != nil {
+		c.co.halt(err)
+		if werr := c.co.writeError(); werr != nil {
+			err = werr
+		}
+	}
+	c.dead.Store(true)
+	if cn := c.owner.Load(); cn != nil && !cn.closed.Load() {
+		c.node.lost(cn, err)
+	}
+	return err
+}
+
+func (c *watchCodec) Close() error {
+	err := c.ClientCodec.Close()
+	if c.co != nil {
+		c.co.Close() // even if the inner codec does not close its conn
+	}
+	return err
+}
+
+// badArgsError is an encoding error, as ErrBadArgs.
+type badArgsError struct{ err error }
+
+func (e *badArgsError) Error() string   { return ErrBadArgs.Error() + ": " + e.err.Error() }
+func (e *badArgsError) Unwrap() []error { return []error{ErrBadArgs, e.err} }
+
+// plainConn is the connection of a codec without write coalescing: it
+// only remembers whether a write failed.
+type plainConn struct {
+	net.Conn
+	failed atomic.Bool
+}
+
+func (c *plainConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	if err != nil {
+		c.failed.Store(true)
+	}
+	return n, err
+}
+
+func (c *plainConn) writeFailed() bool { return c.failed.Load() }

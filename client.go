@@ -228,10 +228,13 @@ func (c *Client) Call(ctx context.Context, serviceMethod string, args, reply any
 		}
 	}
 	err := c.invoke(ctx, &middleware.Call{ServiceMethod: serviceMethod, Args: args, Reply: reply, Closing: c.closing})
-	if _, answered := errors.AsType[rpc.ServerError](err); err != nil && !answered && c.closed.Load() && !errors.Is(err, ErrBadArgs) {
+	if err != nil && c.closed.Load() {
 		// Whatever the chain was doing (waiting for a token, a backoff, an
-		// answer), Close ended it.
-		return ErrClosed
+		// answer), Close ended it; unless the server answered, or the args
+		// were bad.
+		if _, answered := errors.AsType[rpc.ServerError](err); !answered && !errors.Is(err, ErrBadArgs) {
+			return ErrClosed
+		}
 	}
 	return err
 }

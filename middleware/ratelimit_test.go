@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/lbrpc/lbrpc/internal/rpctest"
 	"github.com/lbrpc/lbrpc/middleware"
 )
 
@@ -225,4 +226,34 @@ func BenchmarkRateLimit(b *testing.B) {
 		{"wait", middleware.RateLimit(rate.NewLimiter(1e12, 1e9), middleware.Wait)(send)},
 		{"wait-inf", middleware.RateLimit(rate.NewLimiter(rate.Inf, 0), middleware.Wait)(send)},
 	})
+}
+
+// A call waiting for its token stops when the client closes
+// (Call.Closing) with ErrClosed, and gives the token back.
+func TestRateLimitWaitClosing(t *testing.T) {
+	var reached atomic.Int64
+	l := rate.NewLimiter(rate.Every(time.Hour), 1)
+	l.Allow() // the next token is an hour away
+	invoke := middleware.RateLimit(l, middleware.Wait)(counted(&reached))
+	closing := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- invoke(context.Background(), &middleware.Call{ServiceMethod: "S.M", Closing: closing})
+	}()
+	rpctest.Eventually(t, "the call to reserve its token", func() bool { return l.TokensAt(time.Now()) < 0 })
+	close(closing)
+	select {
+	case err := <-done:
+		if !errors.Is(err, middleware.ErrClosed) {
+			t.Fatalf("err = %v, want ErrClosed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("call still waiting for its token after Closing fired")
+	}
+	if reached.Load() != 0 {
+		t.Fatal("next was called")
+	}
+	if got := l.TokensAt(time.Now()); got < -0.01 {
+		t.Fatalf("tokens = %v after the wait was abandoned, want the reservation given back", got)
+	}
 }

@@ -645,3 +645,30 @@ func TestRetryCountsItsOwnRetries(t *testing.T) {
 		})
 	}
 }
+
+// A Retry sleeping its backoff stops when the client closes
+// (Call.Closing), as when ctx ends, and returns the attempt's error.
+func TestRetryClosingDuringBackoff(t *testing.T) {
+	f := always(dialErr)
+	p := middleware.RetryPolicy{Max: 3, BaseBackoff: time.Hour, MaxBackoff: time.Hour,
+		Budget: middleware.NewRetryBudget(100, 0)}
+	closing := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		call := &middleware.Call{ServiceMethod: "S.M", Closing: closing}
+		done <- middleware.Retry(p)(f.invoke)(context.Background(), call)
+	}()
+	rpctest.Eventually(t, "the first attempt", func() bool { return f.attempts() == 1 })
+	close(closing)
+	select {
+	case err := <-done:
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Fatalf("err = %v, want the attempt's error", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Retry still sleeping after Closing fired")
+	}
+	if got := f.attempts(); got != 1 {
+		t.Fatalf("attempts = %d, want 1", got)
+	}
+}

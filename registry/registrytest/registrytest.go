@@ -81,6 +81,7 @@ func Run(t *testing.T, newSource func(t *testing.T) Source) {
 		{"StopWhileFailing", testStopWhileFailing},
 		{"Stop", testStop},
 		{"CancelledContext", testCancelledContext},
+		{"NilContext", testNilContext},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -240,6 +241,20 @@ func testCancelledContext(s *suite) {
 	}
 	// ctx bounds only the setting up, so the Watcher must work.
 	s.pump(w).first(a)
+}
+
+// A nil ctx is an error, registry.ErrNilContext, not a panic.
+func testNilContext(s *suite) {
+	s.set(s.node(0, 1, "a"))
+	var ctx context.Context // nil, as a caller's mistake would pass it
+	w, err := s.src.Registry.Watch(ctx)
+	if !errors.Is(err, registry.ErrNilContext) {
+		s.t.Errorf("Watch(nil) = %v; want registry.ErrNilContext", err)
+	}
+	if w != nil {
+		s.t.Errorf("Watch(nil) returned a Watcher; want nil")
+		_ = w.Stop()
+	}
 }
 
 // suite is one subtest's view of its source.

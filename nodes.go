@@ -41,6 +41,7 @@ type nodeState struct {
 	cleared  atomic.Uint64 // number of an ejection a passed probe ends; 0: none
 
 	// Guarded by c.applyMu.
+	unreached bool      // the transport could not reach it at the last refresh
 	ready     bool      // in the ready set
 	wasReady  bool      // in the ready set before this refresh
 	ejected   bool      // outlier-ejected, until
@@ -273,7 +274,15 @@ func (c *Client) refresh(force bool) time.Duration {
 	realNow := time.Now()
 	for _, n := range nodes {
 		st := states[n.Addr]
-		ok := !st.ejected && st.healthy.Load() && (c.health == nil || c.health.Reachable(n.Addr))
+		reachable := c.health == nil || c.health.Reachable(n.Addr)
+		if !reachable && !st.unreached && c.reporter != nil {
+			// The transport lost the node, maybe with no call failing (a
+			// connection the node closed while idle, then a failed redial):
+			// the registry hears of it as of a failed call.
+			c.reporter.ReportFailure(n.Addr, &transport.Error{Addr: n.Addr, Op: transport.OpDial, Err: transport.ErrNodeDown})
+		}
+		st.unreached = !reachable
+		ok := !st.ejected && st.healthy.Load() && reachable
 		if ok && st.breaker != nil && st.breaker.State() == gobreaker.StateOpen {
 			// The breaker turns half-open when asked after its timeout:
 			// come back then to ask.

@@ -362,7 +362,10 @@ func WithPanicThreshold(percent int) Option {
 // middleware.CircuitBreaker, an answer from the server (even an
 // rpc.ServerError) is a success, and a call cancelled by its caller or cut
 // by Close is not counted. Each breaker's Name is the node's address, and
-// st.OnStateChange, if set, sees every node's transitions. Off by default.
+// st.OnStateChange, if set, sees every node's transitions. It runs with
+// the breaker's lock held (gobreaker's rule), and at times with the
+// client's, so it must return at once and must not call the client or the
+// breaker (Client.State would deadlock). Off by default.
 func WithNodeBreaker(st gobreaker.Settings) Option {
 	return func(c *config) error {
 		if st.Timeout < 0 || st.Interval < 0 || st.BucketPeriod < 0 {

@@ -102,3 +102,29 @@ func TestFailuresReportedToRegistry(t *testing.T) {
 		}
 	}
 }
+
+// A node the transport loses while no call is made to it (it closes its
+// idle connection, and the redial fails) is reported too.
+func TestIdleNodeLossReportedToRegistry(t *testing.T) {
+	servers := rpctest.Start(t, 2, rpctest.Gob)
+	reg := &reportingRegistry{nodes: nodes(servers...)}
+	c, err := lbrpc.New(lbrpc.WithRegistry(reg), lbrpc.WithPicker(picker.RoundRobin()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var reply string
+	for i := 0; i < 2; i++ {
+		if err := c.Call(context.Background(), "Hello.Say", "x", &reply); err != nil {
+			t.Fatal(err)
+		}
+	}
+	servers[0].Kill()
+	rpctest.Eventually(t, "the idle node's loss to be reported", func() bool { return len(reg.reported()) > 0 })
+	if got := reg.reported(); got[0] != servers[0].Addr {
+		t.Fatalf("reported %v, want the dead node %s", got, servers[0].Addr)
+	}
+	if s := stateOf(t, c, servers[0].Addr); s.Ready || s.Reachable {
+		t.Fatalf("state = %+v, want the lost node out of the ready set", s)
+	}
+}

@@ -682,10 +682,30 @@ const connected = "200 Connected to Go RPC"
 func httpConnect(ctx context.Context, conn net.Conn, path string) error {
 	if dl, ok := ctx.Deadline(); ok {
 		conn.SetDeadline(dl)
-		defer conn.SetDeadline(time.Time{})
 	}
-	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
+	// Ending ctx sets a deadline in the past, which fails the handshake's
+	// read or write at once.
+	fired := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		conn.SetDeadline(time.Unix(1, 0))
+		close(fired)
+	})
+	err := handshake(conn, path)
+	if !stop() {
+		// ctx ended, maybe just as the handshake did: wait for the past
+		// deadline to be set, so that the reset below comes after it, and
+		// fail anyway, as the dial has timed out.
+		<-fired
+		if err == nil {
+			err = ctx.Err()
+		}
+	}
+	conn.SetDeadline(time.Time{})
+	return err
+}
+
+// handshake writes the CONNECT request and reads net/rpc's answer.
+func handshake(conn net.Conn, path string) error {
 	if _, err := io.WriteString(conn, "CONNECT "+path+" HTTP/1.0\n\n"); err != nil {
 		return err
 	}

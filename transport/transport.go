@@ -125,10 +125,10 @@ func (p *Pool) Call(ctx context.Context, addr, serviceMethod string, args, reply
 		}
 		switch {
 		case call.Error == nil:
-			n.answered()
+			n.answered(c)
 			return nil
 		case errors.As(call.Error, new(rpc.ServerError)):
-			n.answered() // the node is alive; the method failed
+			n.answered(c) // the node is alive; the method failed
 			return call.Error
 		case errors.Is(call.Error, ErrBadArgs):
 			return call.Error // the codec retired the connection, not failed it
@@ -506,8 +506,11 @@ func (n *node) failed() bool {
 	return !n.down.Swap(true)
 }
 
-// answered records that the node answered a call on its connection.
-func (n *node) answered() {
+// answered records that the node answered a call on its connection c.
+func (n *node) answered(c *conn) {
+	if n.client.Load() != c {
+		return // a late answer on a connection since replaced proves nothing of the new one
+	}
 	if n.timeouts.Load() != 0 {
 		n.timeouts.Store(0)
 	}

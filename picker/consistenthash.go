@@ -94,10 +94,9 @@ type keyCtx struct{}
 const maxPoints = 1 << 20
 
 type consistentHash struct {
-	snap  atomic.Pointer[ringSnapshot]
-	mu    sync.Mutex // serialises Update
-	rand  source
-	total alone[atomic.Int64] // calls in flight on all nodes
+	snap atomic.Pointer[ringSnapshot]
+	mu   sync.Mutex // serialises Update
+	rand source
 
 	replicas int
 	c        float64
@@ -106,6 +105,11 @@ type consistentHash struct {
 // ringSnapshot is one node set and its ring; never changed once stored.
 type ringSnapshot struct {
 	loadSnapshot
+	// total counts the calls in flight on the nodes that take calls (those
+	// of nodes): the bound's mean is of them, not of calls still in flight
+	// on drained or removed nodes. Made anew, on a line of its own, by each
+	// Update, from the nodes' counts; the nodes count in it from then on.
+	total *alone[atomic.Int64]
 	// points is the sorted ring. A point is a hash whose low ownerBits
 	// bits are replaced by the index of its node in serving.
 	points    []uint64
@@ -120,12 +124,29 @@ type ringSnapshot struct {
 func (p *consistentHash) Update(nodes []registry.Node) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	s := &ringSnapshot{loadSnapshot: *newLoadSnapshot(&p.snap.Load().loadSnapshot, nodes, p.fresh)}
+	old := p.snap.Load()
+	s := &ringSnapshot{loadSnapshot: *newLoadSnapshot(&old.loadSnapshot, nodes, p.fresh), total: new(alone[atomic.Int64])}
 	s.build(p.replicas)
+	// A call that starts or ends while this runs may be counted in the old
+	// total rather than the new one: the new total is off by those few
+	// until the next Update counts afresh.
+	var sum int64
+	serving := make(map[*nodeState]bool, len(s.states))
+	for _, st := range s.states {
+		st.total.Store(&s.total.v)
+		sum += st.load()
+		serving[st] = true
+	}
+	s.total.v.Add(sum)
+	for _, st := range old.all {
+		if !serving[st] {
+			st.total.Store(nil) // removed or drained: its calls no longer count
+		}
+	}
 	p.snap.Store(s)
 }
 
-func (p *consistentHash) fresh(addr string) *nodeState { return newNodeState(addr, nil, &p.total.v) }
+func (p *consistentHash) fresh(addr string) *nodeState { return newNodeState(addr, nil) }
 
 func (p *consistentHash) Pick(ctx context.Context, info Info) (Result, error) {
 	s := p.snap.Load()
@@ -133,7 +154,7 @@ func (p *consistentHash) Pick(ctx context.Context, info Info) (Result, error) {
 	if n == 0 {
 		return Result{}, ErrNoNodes
 	}
-	bound := p.bound(n)
+	bound := p.bound(s, n)
 	var i int
 	if key, ok := KeyFrom(ctx); ok {
 		i = s.lookup(hashString(key), bound, info.Tried)
@@ -155,9 +176,10 @@ func (p *consistentHash) Pick(ctx context.Context, info Info) (Result, error) {
 
 func (p *consistentHash) Loads() []Load { return p.snap.Load().loads() }
 
-// bound is the most calls in flight a node may have after taking one more.
-func (p *consistentHash) bound(n int) int64 {
-	b := math.Ceil(p.c * float64(p.total.v.Load()+1) / float64(n))
+// bound is the most calls in flight a node of s may have after taking one
+// more.
+func (p *consistentHash) bound(s *ringSnapshot, n int) int64 {
+	b := math.Ceil(p.c * float64(max(s.total.v.Load(), 0)+1) / float64(n))
 	if b >= math.MaxInt64 {
 		return math.MaxInt64
 	}
@@ -170,7 +192,7 @@ func (s *ringSnapshot) build(replicas int) {
 		return
 	}
 	r := replicas
-	if n*r > maxPoints {
+	if r > maxPoints/n { // not n*r > maxPoints: that can overflow
 		r = max(1, maxPoints/n)
 	}
 	s.ownerBits = uint(bits.Len(uint(n - 1)))

@@ -295,3 +295,70 @@ func TestConsistentHashRingSorted(t *testing.T) {
 		}
 	}
 }
+
+// The ring is capped at 2^20 points by giving each node fewer, even for a
+// WithReplicas so large that nodes × replicas overflows.
+func TestConsistentHashHugeReplicas(t *testing.T) {
+	p := picker.ConsistentHash(picker.WithReplicas(math.MaxInt))
+	defer func() {
+		if r := recover(); r != nil {
+			t.Fatalf("Update with WithReplicas(MaxInt) and 2 nodes panicked: %v", r)
+		}
+	}()
+	p.Update(nodes(2)) // 2 × MaxInt wraps to -2
+	if got := len(picker.RingPoints(p)); got > 1<<20 {
+		t.Fatalf("ring has %d points, want at most 2^20", got)
+	}
+}
+
+// The bound is ceil(c × (calls in flight + 1) / nodes) over the nodes that
+// take calls: calls stuck on a node that was removed or drained (the slow
+// node just ejected) do not loosen it for the rest.
+func TestConsistentHashBoundIgnoresRemovedNodes(t *testing.T) {
+	for _, how := range []string{"removed", "drained"} {
+		t.Run(how, func(t *testing.T) {
+			p := picker.ConsistentHash()
+			lr := p.(picker.LoadReporter)
+			ns := nodes(3)
+			p.Update(ns[2:]) // only node 2
+			var pending []picker.Result
+			for range 100 {
+				res, err := p.Pick(context.Background(), picker.Info{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				pending = append(pending, res) // stuck on node 2
+			}
+			if how == "removed" {
+				p.Update(ns[:2])
+			} else {
+				ns[2].Weight = 0
+				p.Update(ns)
+			}
+			ctx := picker.WithKey(context.Background(), "hot")
+			const calls = 20
+			for range calls {
+				res, err := p.Pick(ctx, picker.Info{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				pending = append(pending, res)
+			}
+			loads := map[string]int64{}
+			for _, l := range lr.Loads() {
+				loads[l.Addr] = l.InFlight
+			}
+			// With 20 calls in flight on the 2 serving nodes, a node may have
+			// ceil(1.25 × 20 / 2) = 13.
+			bound := int64(math.Ceil(1.25 * calls / 2))
+			for _, a := range []string{addr(0), addr(1)} {
+				if loads[a] > bound {
+					t.Errorf("node %s has %d of the %d calls in flight on the 2 serving nodes, bound %d (loads %v)", a, loads[a], calls, bound, loads)
+				}
+			}
+			for _, res := range pending {
+				res.Finish(picker.DoneInfo{})
+			}
+		})
+	}
+}

@@ -139,7 +139,7 @@ func (p *leastLoaded) Update(nodes []registry.Node) {
 	p.snap.Store(newLoadSnapshot(p.snap.Load(), nodes, p.fresh))
 }
 
-func (p *leastLoaded) fresh(addr string) *nodeState { return newNodeState(addr, p, nil) }
+func (p *leastLoaded) fresh(addr string) *nodeState { return newNodeState(addr, p) }
 
 func (p *leastLoaded) Pick(_ context.Context, info Info) (Result, error) {
 	s := p.snap.Load()
@@ -216,19 +216,24 @@ func (p *leastLoaded) observe(s *nodeState, o outcome, latency time.Duration) {
 		p.set(s, ns, peak)
 		return
 	}
-	if s.batch.Load()&countMask >= countMask-64 {
-		// The batch is full: a Done holding the estimate was held up (it
-		// was preempted). Leave the sample out rather than let the count
-		// wrap; the batch already holds a couple of hundred.
-		return
-	}
 	// Failures fold at once (or with the next failure, if another Done is
 	// folding just then): they are rare on a healthy node, and a node that
 	// fails fast must not keep looking fast for a batch.
-	b := s.batch.Add(uint64(ns)<<countBits | 1)
-	if !peak || b&countMask >= foldEvery || p.seen.Load()-s.stamp.Load() >= p.tau>>4 {
+	b, ok := batch(s, ns)
+	if ok && (!peak || b&countMask >= foldEvery || p.seen.Load()-s.stamp.Load() >= p.tau>>4) {
 		p.fold(s)
 	}
+}
+
+// batch adds the sample ns to s's batch and returns the batch, unless the
+// batch is full: a Done holding the estimate was held up (it was
+// preempted). The sample is then left out rather than let the count wrap;
+// the batch already holds a couple of hundred.
+func batch(s *nodeState, ns float64) (uint64, bool) {
+	if s.batch.Load()&countMask >= countMask-64 {
+		return 0, false
+	}
+	return s.batch.Add(uint64(ns)<<countBits | 1), true
 }
 
 // set makes ns the estimate: the node's first sample, or a peak. If another
@@ -237,11 +242,11 @@ func (p *leastLoaded) observe(s *nodeState, o outcome, latency time.Duration) {
 func (p *leastLoaded) set(s *nodeState, ns float64, peak bool) {
 	st, ok := s.lockEstimate()
 	if !ok {
-		s.batch.Add(uint64(ns)<<countBits | 1)
+		batch(s, ns)
 		return
 	}
 	if e := s.ewma.Load(); e != 0 && !(peak && ns > math.Float64frombits(e)) {
-		s.batch.Add(uint64(ns)<<countBits | 1) // another Done got there first
+		batch(s, ns) // another Done got there first
 		s.stamp.Store(st)
 		return
 	}

@@ -85,3 +85,31 @@ func TestBatchDoesNotWrap(t *testing.T) {
 		t.Fatalf("estimate %v after the fold, want between the samples (0.5ms) and the first (1ms)", e)
 	}
 }
+
+// Peaks that arrive while another Done holds the estimate join the batch
+// (see set) under the same guard as other samples (TestBatchDoesNotWrap):
+// the 8-bit count never wraps, so the fold's mean is the samples'.
+func TestBatchPeaksWhileHeldDoNotWrap(t *testing.T) {
+	p := LeastLoaded().(*leastLoaded)
+	var clock int64
+	p.now = func() int64 { return clock }
+	s := p.fresh("a")
+	p.observe(s, answered, time.Millisecond) // estimate 1ms
+	st, ok := s.lockEstimate()               // a Done holding the estimate is preempted
+	if !ok {
+		t.Fatal("lock not free")
+	}
+	for range 1000 {
+		p.observe(s, answered, 2*time.Millisecond) // peaks: the node slows down
+	}
+	b := s.batch.Load()
+	if n := b & countMask; n == 0 || (b>>countBits)/n != uint64(2*time.Millisecond) {
+		t.Errorf("batch: %d samples, sum %dns: count wrapped (mean should be 2ms)", n, b>>countBits)
+	}
+	s.stamp.Store(st)
+	clock += p.tau // the fold weighs the batch by the time since the last change
+	p.fold(s)
+	if e := time.Duration(math.Float64frombits(s.ewma.Load())); e > 2*time.Millisecond {
+		t.Fatalf("estimate %v after the fold, want at most the samples' 2ms", e)
+	}
+}

@@ -40,7 +40,7 @@ func (p *leastRequest) Update(nodes []registry.Node) {
 	p.snap.Store(newLoadSnapshot(p.snap.Load(), nodes, freshCounted))
 }
 
-func freshCounted(addr string) *nodeState { return newNodeState(addr, nil, nil) }
+func freshCounted(addr string) *nodeState { return newNodeState(addr, nil) }
 
 func (p *leastRequest) Pick(_ context.Context, info Info) (Result, error) {
 	s := p.snap.Load()

@@ -552,3 +552,25 @@ func TestFinishCallsReplacedDone(t *testing.T) {
 		})
 	}
 }
+
+// A Done called twice (a caller's bug) does not leave the node's count one
+// low for good: the next call in flight is counted.
+func TestDoubleDoneDoesNotDrift(t *testing.T) {
+	for _, mk := range []func() picker.Picker{
+		func() picker.Picker { return picker.LeastLoaded() },
+		picker.LeastRequest,
+		func() picker.Picker { return picker.ConsistentHash() },
+	} {
+		p := mk()
+		lr := p.(picker.LoadReporter)
+		p.Update(nodes(1))
+		res, _ := p.Pick(context.Background(), picker.Info{})
+		res.Done(picker.DoneInfo{})
+		res.Done(picker.DoneInfo{}) // caller bug
+		held, _ := p.Pick(context.Background(), picker.Info{})
+		if got := inFlight(lr); got != 1 {
+			t.Errorf("%T: one call in flight after a double Done, Loads says %d", p, got)
+		}
+		held.Finish(picker.DoneInfo{})
+	}
+}

@@ -15,9 +15,8 @@ import (
 // skipped unless every node is drained. A retry goes to the next node not in
 // Info.Tried; when every node was tried, to the node whose turn it is.
 //
-// Use it when the nodes are alike and calls cost about the same. It is the
-// client's default. Pick does not block or allocate; the picker is safe for
-// concurrent use.
+// Use it when the nodes are alike and calls cost about the same. Pick does
+// not block or allocate; the picker is safe for concurrent use.
 func RoundRobin() Picker {
 	p := &roundRobin{}
 	p.next.v.Store(p.rand.uint64())

@@ -17,12 +17,12 @@ type nodeState struct {
 	// of this size are 64-byte aligned, so each node's hot state is one
 	// cache line of its own, and 10,000 nodes take 640 KB, not twice that.
 	inflight atomic.Int64
-	ewma     atomic.Uint64  // float64 bits of LeastLoaded's estimate in ns; 0 before the first sample
-	stamp    atomic.Int64   // clock reading of the estimate's last change, even; odd while a Done changes the estimate (see lockEstimate)
-	batch    atomic.Uint64  // samples not folded in yet: sum of ns<<countBits | count
-	done     func(DoneInfo) // the finish method value, bound once so that Done does not allocate
-	ll       *leastLoaded   // nil unless the picker tracks latency (see leastloaded.go)
-	total    *atomic.Int64  // the picker's in-flight total; nil unless it keeps one
+	ewma     atomic.Uint64                // float64 bits of LeastLoaded's estimate in ns; 0 before the first sample
+	stamp    atomic.Int64                 // clock reading of the estimate's last change, even; odd while a Done changes the estimate (see lockEstimate)
+	batch    atomic.Uint64                // samples not folded in yet: sum of ns<<countBits | count
+	done     func(DoneInfo)               // the finish method value, bound once so that Done does not allocate
+	ll       *leastLoaded                 // nil unless the picker tracks latency (see leastloaded.go)
+	total    atomic.Pointer[atomic.Int64] // the in-flight total the node counts in: its picker's, while the node takes calls; else nil
 	*cold
 }
 
@@ -42,8 +42,8 @@ func (s *nodeState) lockEstimate() (stamp int64, ok bool) {
 	return st, st&1 == 0 && s.stamp.CompareAndSwap(st, st|1)
 }
 
-func newNodeState(addr string, ll *leastLoaded, total *atomic.Int64) *nodeState {
-	s := &nodeState{ll: ll, total: total, cold: &cold{addr: addr}}
+func newNodeState(addr string, ll *leastLoaded) *nodeState {
+	s := &nodeState{ll: ll, cold: &cold{addr: addr}}
 	s.done = s.finish
 	return s
 }
@@ -51,16 +51,20 @@ func newNodeState(addr string, ll *leastLoaded, total *atomic.Int64) *nodeState 
 // pick counts one more attempt in flight.
 func (s *nodeState) pick() {
 	s.inflight.Add(1)
-	if s.total != nil {
-		s.total.Add(1)
+	if t := s.total.Load(); t != nil {
+		t.Add(1)
 	}
 }
 
 // finish is Result.Done. It does not allocate.
 func (s *nodeState) finish(d DoneInfo) {
-	s.inflight.Add(-1)
-	if s.total != nil {
-		s.total.Add(-1)
+	// A Done called twice (a caller's bug) would leave the counts one low
+	// for good: they are put back as they go below zero.
+	if s.inflight.Add(-1) < 0 {
+		s.inflight.Add(1)
+	}
+	if t := s.total.Load(); t != nil && t.Add(-1) < 0 {
+		t.Add(1)
 	}
 	o := classify(d.Err)
 	if o == timedOut || o == failed {
@@ -129,6 +133,10 @@ func newLoadSnapshot(old *loadSnapshot, nodes []registry.Node, fresh func(addr s
 	}
 	for _, n := range serving(nodes) {
 		st := byAddr[n.Addr]
+		if st == nil {
+			continue // a duplicate address would be drawn twice as often
+		}
+		byAddr[n.Addr] = nil
 		s.nodes = append(s.nodes, n)
 		s.states = append(s.states, st)
 	}

@@ -42,7 +42,7 @@ func wait(ctx context.Context, l *rate.Limiter, closing <-chan struct{}) error {
 		return nil
 	}
 	if dl, ok := ctx.Deadline(); ok && dl.Sub(now) < d {
-		r.CancelAt(now)
+		r.Cancel()
 		return fmt.Errorf("%w: the token would come after the deadline", ErrRateLimited)
 	}
 	t := time.NewTimer(d)

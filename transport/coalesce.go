@@ -13,19 +13,24 @@ import (
 // so that the burst does not pin memory for the life of the connection.
 const maxRetained = 64 << 10
 
-// coalescingConn is a net.Conn whose writes are gathered, while other calls
-// are outstanding on the connection, into one buffer that a flusher goroutine
-// writes to the connection in one Write: requests made at the same time share
-// a write(2) instead of taking one each. Reads and the other methods of
+// coalescingConn is the net.Conn every codec writes to. With batching (write
+// coalescing), writes made while other calls are outstanding on the
+// connection are gathered into one buffer that a flusher goroutine writes to
+// the connection in one Write: requests made at the same time share a
+// write(2) instead of taking one each. Reads and the other methods of
 // net.Conn pass through.
 //
-// A Write is inline when its request is the only call outstanding, nothing
-// is pending and nobody is writing: it writes what the socket takes at once,
-// without waiting (write(2) on the non-blocking socket), and queues the rest.
-// Otherwise it copies p, wakes the flusher and returns len(p), nil. Either
-// way no Write waits for the peer to read, so a caller whose peer stops
-// reading is not stuck in rpc.Client.Go, deaf to its context, nor is every
-// caller after it. Which way a Write goes is a heuristic (see watchCodec);
+// A Write is inline when nothing is pending and nobody is writing, and, with
+// batching, its request is the only call outstanding: it writes what the
+// socket takes at once, without waiting (write(2) on the non-blocking
+// socket), and queues the rest. Otherwise it copies p, wakes the flusher and
+// returns len(p), nil. Either way no Write waits for the peer to read, so a
+// caller whose peer stops reading is not stuck in rpc.Client.Go, deaf to its
+// context, nor is every caller after it. (A connection that is not the
+// socket itself, from a custom dialer, has no non-blocking write: with
+// batching its writes all go through the flusher; without, they are made
+// inline and block, as net/rpc's do.) Which way a Write goes is a heuristic
+// (see watchCodec);
 // the order of the bytes does not depend on it: Writes append to pending in
 // the order they are made, and a Write goes inline only when pending is
 // empty and no write to the connection is in progress, that is when every
@@ -51,7 +56,11 @@ const maxRetained = 64 << 10
 type coalescingConn struct {
 	net.Conn
 
-	solo atomic.Bool // set by watchCodec: no other call is outstanding
+	// batch queues a request made while other calls are outstanding, to
+	// share a write with them (write coalescing). Without it a request is
+	// queued only behind bytes not yet written.
+	batch bool
+	solo  atomic.Bool // set by watchCodec: no other call is outstanding
 
 	// raw writes inline without blocking; nil if the conn has no raw
 	// connection, and then every Write is queued. rawP, rawN and rawErr are
@@ -78,8 +87,8 @@ type coalescingConn struct {
 	closeErr  error
 }
 
-func newCoalescingConn(conn net.Conn) *coalescingConn {
-	c := &coalescingConn{Conn: conn, raw: rawConnOf(conn)}
+func newCoalescingConn(conn net.Conn, batch bool) *coalescingConn {
+	c := &coalescingConn{Conn: conn, raw: rawConnOf(conn), batch: batch}
 	c.flushFn = c.flush
 	c.rawFn = c.rawWrite
 	return c
@@ -93,7 +102,7 @@ func (c *coalescingConn) Write(p []byte) (int, error) {
 		c.mu.Unlock()
 		return 0, err
 	}
-	if c.writing || len(c.pending) > 0 || !c.solo.Load() || c.raw == nil {
+	if c.writing || len(c.pending) > 0 || c.batch && (!c.solo.Load() || c.raw == nil) {
 		c.pending = append(c.pending, p...)
 		start := c.startLocked()
 		c.mu.Unlock()
@@ -105,7 +114,13 @@ func (c *coalescingConn) Write(p []byte) (int, error) {
 	c.writing = true // the flusher may not start until this write ends
 	c.mu.Unlock()
 
-	n, err := c.tryWrite(p)
+	var n int
+	var err error
+	if c.raw != nil {
+		n, err = c.tryWrite(p)
+	} else {
+		n, err = c.Conn.Write(p) // without batching and a socket of its own: as net/rpc
+	}
 
 	c.mu.Lock()
 	c.writing = false
@@ -125,10 +140,12 @@ func (c *coalescingConn) Write(p []byte) (int, error) {
 	c.mu.Unlock()
 	if err != nil {
 		c.closeConn()
-	} else if start {
+		return n, err
+	}
+	if start {
 		go c.flushFn()
 	}
-	return n, err
+	return len(p), nil // all of p is written or queued
 }
 
 // tryWrite writes what of p the socket takes now, without waiting.

@@ -9,10 +9,17 @@ import (
 )
 
 // rawConnOf returns conn's raw connection, for writes that must not block;
-// nil if it has none (a TLS connection from a custom dialer).
+// nil unless conn is the socket itself. A custom dialer's connection that
+// embeds one (to encrypt, compress or count) has a raw connection too, but
+// writing to it would go around the wrapper's Write.
 func rawConnOf(conn net.Conn) syscall.RawConn {
-	sc, ok := conn.(syscall.Conn)
-	if !ok {
+	var sc syscall.Conn
+	switch c := conn.(type) {
+	case *net.TCPConn:
+		sc = c
+	case *net.UnixConn:
+		sc = c
+	default:
 		return nil
 	}
 	rc, err := sc.SyscallConn()

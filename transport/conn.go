@@ -2,7 +2,6 @@ package transport
 
 import (
 	"errors"
-	"net"
 	"net/rpc"
 	"sync/atomic"
 )
@@ -47,13 +46,11 @@ func (c *conn) refused(err error) bool {
 // the connection can answer nothing more (a read failed: the server closed
 // it, even while it was idle), so that the pool redials before a call finds
 // it dead; it tells an encoding error, the caller's, from a failed write,
-// the connection's; and, with write coalescing, it counts the calls
-// outstanding and tells the coalescingConn before each request whether it
-// is the only one.
+// the connection's; and it counts the calls outstanding, telling the
+// coalescingConn before each request whether it is the only one.
 type watchCodec struct {
 	rpc.ClientCodec
-	out writeFailer     // the connection the codec writes to
-	co  *coalescingConn // nil without write coalescing
+	co *coalescingConn // the connection the codec writes to
 	// outstanding counts the requests written and not yet answered. It
 	// steers only the choice between an inline and a queued write, never
 	// the order of bytes, and when a retired connection closes; it can
@@ -68,27 +65,19 @@ type watchCodec struct {
 	spoiled atomic.Bool // a request failed to encode: write nothing more
 }
 
-// writeFailer is a connection that remembers whether a write to it failed.
-type writeFailer interface {
-	writeFailed() bool
-}
-
 var _ rpc.ClientCodec = (*watchCodec)(nil)
 
 func (c *watchCodec) WriteRequest(r *rpc.Request, body any) error {
 	if c.spoiled.Load() {
 		return errSpoiled
 	}
-	solo := c.outstanding.Add(1) <= 1
-	if c.co != nil {
-		c.co.solo.Store(solo)
-	}
+	c.co.solo.Store(c.outstanding.Add(1) <= 1)
 	err := c.ClientCodec.WriteRequest(r, body)
 	if err == nil {
 		return nil
 	}
 	left := c.outstanding.Add(-1)
-	if c.out.writeFailed() {
+	if c.co.writeFailed() {
 		return err
 	}
 	// The codec failed on its own: it may hold half a request, which the
@@ -105,15 +94,16 @@ func (c *watchCodec) ReadResponseHeader(r *rpc.Response) error {
 	if err := c.ClientCodec.ReadResponseHeader(r); err != nil {
 		return c.readFailed(err)
 	}
-	c.outstanding.Add(-1)
 	return nil
 }
 
+// ReadResponseBody ends every answer, even one net/rpc discards: only now is
+// the answer off the connection, and a retired connection may close.
 func (c *watchCodec) ReadResponseBody(body any) error {
 	if err := c.ClientCodec.ReadResponseBody(body); err != nil {
 		return c.readFailed(err)
 	}
-	if c.spoiled.Load() && c.outstanding.Load() <= 0 {
+	if c.outstanding.Add(-1) <= 0 && c.spoiled.Load() {
 		if cn := c.owner.Load(); cn != nil {
 			c.node.p.retired(cn) // a retired connection's last answer is in
 		}
@@ -126,11 +116,9 @@ func (c *watchCodec) ReadResponseBody(body any) error {
 // error to give net/rpc, which fails the calls pending with it: the write
 // error, if a failed write closed the connection.
 func (c *watchCodec) readFailed(err error) error {
-	if c.co != nil {
-		c.co.halt(err)
-		if werr := c.co.writeError(); werr != nil {
-			err = werr
-		}
+	c.co.halt(err)
+	if werr := c.co.writeError(); werr != nil {
+		err = werr
 	}
 	c.dead.Store(true)
 	if cn := c.owner.Load(); cn != nil && !cn.closed.Load() {
@@ -141,9 +129,7 @@ func (c *watchCodec) readFailed(err error) error {
 
 func (c *watchCodec) Close() error {
 	err := c.ClientCodec.Close()
-	if c.co != nil {
-		c.co.Close() // even if the inner codec does not close its conn
-	}
+	c.co.Close() // even if the inner codec does not close its conn
 	return err
 }
 
@@ -152,20 +138,3 @@ type badArgsError struct{ err error }
 
 func (e *badArgsError) Error() string   { return ErrBadArgs.Error() + ": " + e.err.Error() }
 func (e *badArgsError) Unwrap() []error { return []error{ErrBadArgs, e.err} }
-
-// plainConn is the connection of a codec without write coalescing: it
-// only remembers whether a write failed.
-type plainConn struct {
-	net.Conn
-	failed atomic.Bool
-}
-
-func (c *plainConn) Write(p []byte) (int, error) {
-	n, err := c.Conn.Write(p)
-	if err != nil {
-		c.failed.Store(true)
-	}
-	return n, err
-}
-
-func (c *plainConn) writeFailed() bool { return c.failed.Load() }

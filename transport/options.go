@@ -145,9 +145,18 @@ func WithLazyDial() Option {
 // holding the connection's request lock. With coalescing on, a request made
 // while other calls are outstanding on its connection is copied into a
 // buffer, and a goroutine of the connection, which runs only while the
-// buffer is not empty, writes all that has piled up in a single write. That saves CPU when many calls run at once on each
-// connection. A lone caller's request is still written inline, so a serial
-// caller pays no goroutine handoff.
+// buffer is not empty, writes all that has piled up in a single write. That
+// saves CPU when many calls run at once on each connection. A lone caller's
+// request is still written inline, so a serial caller pays no goroutine
+// handoff. With coalescing off, each request is written by itself, inline.
+//
+// Either way, on a TCP or Unix socket no caller waits for the peer to read:
+// an inline write takes what the socket accepts at once and leaves the rest
+// to the connection's goroutine, so a peer that stops reading holds no call
+// past its context (WithMaxTimeouts then recycles the connection). A
+// connection from WithDialer that is not the socket itself has no such
+// write: with coalescing on, its writes are all made by the goroutine; off,
+// they block the caller, as net/rpc's do.
 //
 // The bytes on the wire are those of the unchanged protocol, for every codec
 // (gob, JSON-RPC or one set by WithCodec, which is handed a net.Conn wrapping

@@ -155,22 +155,11 @@ func (p *Pool) Call(ctx context.Context, addr, serviceMethod string, args, reply
 // send makes the call on c and waits for its end. It returns the ended
 // call, or nil and the error that ended the wait (ctx, Close).
 func (p *Pool) send(ctx context.Context, n *node, c *conn, serviceMethod string, args any, rv reflect.Value) (*rpc.Call, error) {
-	// Without write coalescing net/rpc writes in Go, and a peer that stops
-	// reading blocks it there, and every later call behind it: closing the
-	// connection when ctx ends frees them. (A coalescingConn never blocks a
-	// writer; see coalesce.go.)
-	var stop func() bool
-	if !p.cfg.coalesce && ctx.Done() != nil {
-		stop = context.AfterFunc(ctx, func() { n.broken(c) })
-	}
 	// A fresh value per attempt: net/rpc decodes a late answer into the
 	// value it was given, and that must never be the caller's reply.
 	fresh := reflect.New(rv.Type().Elem())
 	done := chans.Get().(chan *rpc.Call)
-	call := c.Go(serviceMethod, args, fresh.Interface(), done)
-	if stop != nil && !stop() {
-		return nil, &Error{Addr: n.addr, Op: OpCall, Err: ctx.Err()}
-	}
+	call := c.Go(serviceMethod, args, fresh.Interface(), done) // never waits for the peer (coalesce.go)
 	select {
 	case <-call.Done:
 		chans.Put(done)
@@ -665,14 +654,8 @@ func (p *Pool) dialClient(ctx context.Context, n *node) (*conn, error) {
 		codec = newGobCodec // net/rpc's, which rpc.NewClient would use
 	}
 	// Wrapped only now, so that the HTTP handshake is written as it was.
-	w := &watchCodec{node: n}
-	if p.cfg.coalesce {
-		co := newCoalescingConn(nc)
-		w.co, w.out, w.ClientCodec = co, co, codec(co)
-	} else {
-		pc := &plainConn{Conn: nc}
-		w.out, w.ClientCodec = pc, codec(pc)
-	}
+	co := newCoalescingConn(nc, p.cfg.coalesce)
+	w := &watchCodec{node: n, co: co, ClientCodec: codec(co)}
 	c := &conn{Client: rpc.NewClientWithCodec(w), codec: w}
 	w.owner.Store(c)
 	return c, nil

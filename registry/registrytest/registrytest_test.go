@@ -73,6 +73,9 @@ type update struct {
 }
 
 func (r *chanRegistry) Watch(ctx context.Context) (registry.Watcher, error) {
+	if ctx == nil {
+		return nil, registry.ErrNilContext
+	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}

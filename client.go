@@ -229,14 +229,19 @@ func (c *Client) Call(ctx context.Context, serviceMethod string, args, reply any
 	}
 	err := c.invoke(ctx, &middleware.Call{ServiceMethod: serviceMethod, Args: args, Reply: reply, Closing: c.closing})
 	if err != nil && c.closed.Load() {
-		// Whatever the chain was doing (waiting for a token, a backoff, an
-		// answer), Close ended it; unless the server answered, or the args
-		// were bad.
-		if _, answered := errors.AsType[rpc.ServerError](err); !answered && !errors.Is(err, ErrBadArgs) {
-			return ErrClosed
-		}
+		return closedErr(err)
 	}
 	return err
+}
+
+// closedErr is the error of a call that failed after Close: ErrClosed,
+// whatever the chain was doing (waiting for a token, a backoff, an answer),
+// unless the server answered or the args were bad.
+func closedErr(err error) error {
+	if _, answered := errors.AsType[rpc.ServerError](err); answered || errors.Is(err, ErrBadArgs) {
+		return err
+	}
+	return ErrClosed
 }
 
 // check validates a call's input.
@@ -403,8 +408,8 @@ func (c *Client) Go(ctx context.Context, serviceMethod string, args, reply any, 
 	go func() {
 		defer c.goWG.Done()
 		err := c.Call(ctx, serviceMethod, args, reply)
-		if cause := context.Cause(ctx); errors.Is(cause, ErrClosed) {
-			err = ErrClosed
+		if err != nil && errors.Is(context.Cause(ctx), ErrClosed) {
+			err = closedErr(err)
 		}
 		c.goMu.Lock()
 		delete(c.goCalls, call)

@@ -362,3 +362,74 @@ func TestConsistentHashBoundIgnoresRemovedNodes(t *testing.T) {
 		})
 	}
 }
+
+// A double Done (a caller's bug) on one node must not leave ConsistentHash's
+// in-flight total low while other nodes have calls in flight: the bound
+// would then be far tighter than ceil(1.25 × (in flight + 1) / nodes), and
+// keys would spill off their node with the cluster nearly idle.
+func TestConsistentHashDoubleDoneTotal(t *testing.T) {
+	p := picker.ConsistentHash()
+	lr := p.(picker.LoadReporter)
+	ns := nodes(3)
+
+	// Find a key and the node it maps to when all are idle.
+	p.Update(ns)
+	ctx := picker.WithKey(context.Background(), "hot")
+	res, err := p.Pick(ctx, picker.Info{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Finish(picker.DoneInfo{})
+	home := res.Node.Addr
+	var other int
+	for i, n := range ns {
+		if n.Addr != home {
+			other = i
+			break
+		}
+	}
+
+	// 30 calls in flight on another node.
+	p.Update(ns[other : other+1])
+	var held []picker.Result
+	for range 30 {
+		r, err := p.Pick(context.Background(), picker.Info{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, r)
+	}
+	p.Update(ns) // the total counts the 30
+
+	// 30 calls on the key's node, each Done twice by a buggy caller.
+	for range 30 {
+		r, err := p.Pick(ctx, picker.Info{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Done(picker.DoneInfo{})
+		r.Done(picker.DoneInfo{})
+	}
+
+	// With 30 in flight, 3 nodes and c = 1.25, the key's node takes
+	// j more while j < ceil(1.25 × (31 + j) / 3): 20 calls all stay home.
+	for range 20 {
+		r, err := p.Pick(ctx, picker.Info{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, r)
+	}
+	var got int64
+	for _, l := range lr.Loads() {
+		if l.Addr == home {
+			got = l.InFlight
+		}
+	}
+	for _, r := range held {
+		r.Finish(picker.DoneInfo{})
+	}
+	if got != 20 {
+		t.Fatalf("key's node took %d of 20 keyed calls: the in-flight total was left low by the double Dones (loads %v)", got, lr.Loads())
+	}
+}

@@ -219,8 +219,10 @@ func (p *leastLoaded) observe(s *nodeState, o outcome, latency time.Duration) {
 	// Failures fold at once (or with the next failure, if another Done is
 	// folding just then): they are rare on a healthy node, and a node that
 	// fails fast must not keep looking fast for a batch.
+	// A full batch folds too, as soon as the Done holding the estimate lets
+	// go: nothing else would empty it.
 	b, ok := batch(s, ns)
-	if ok && (!peak || b&countMask >= foldEvery || p.seen.Load()-s.stamp.Load() >= p.tau>>4) {
+	if !ok || !peak || b&countMask >= foldEvery || p.seen.Load()-s.stamp.Load() >= p.tau>>4 {
 		p.fold(s)
 	}
 }

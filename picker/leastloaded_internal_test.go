@@ -113,3 +113,34 @@ func TestBatchPeaksWhileHeldDoNotWrap(t *testing.T) {
 		t.Fatalf("estimate %v after the fold, want at most the samples' 2ms", e)
 	}
 }
+
+// Once a batch fills while a Done holds the estimate (TestBatchDoesNotWrap's
+// scenario), the estimate must still learn after the holder lets go: a node
+// that then fails (failures fold at once) must not keep its old, fast
+// estimate forever.
+func TestBatchFullStillFolds(t *testing.T) {
+	p := LeastLoaded().(*leastLoaded)
+	var clock int64
+	p.now = func() int64 { return clock }
+	s := p.fresh("a")
+	p.observe(s, answered, time.Millisecond) // estimate 1ms
+	st, ok := s.lockEstimate()               // a Done holding the estimate is preempted
+	if !ok {
+		t.Fatal("lock not free")
+	}
+	for range 1000 {
+		p.observe(s, answered, time.Millisecond/2) // fills the batch
+	}
+	s.stamp.Store(st) // the held-up Done resumes and lets go
+
+	// The node now fails, fast, for a long while.
+	for range 10000 {
+		clock += int64(time.Millisecond)
+		p.observe(s, failed, time.Microsecond)
+	}
+	e := time.Duration(math.Float64frombits(s.ewma.Load()))
+	if e <= time.Millisecond {
+		t.Fatalf("estimate still %v after 10,000 failures over 10s (error penalty 1s); batch holds %d samples and never folds again",
+			e, s.batch.Load()&countMask)
+	}
+}

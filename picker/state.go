@@ -62,8 +62,7 @@ func (s *nodeState) finish(d DoneInfo) {
 	// for good: they are put back as they go below zero.
 	if s.inflight.Add(-1) < 0 {
 		s.inflight.Add(1)
-	}
-	if t := s.total.Load(); t != nil && t.Add(-1) < 0 {
+	} else if t := s.total.Load(); t != nil && t.Add(-1) < 0 {
 		t.Add(1)
 	}
 	o := classify(d.Err)

@@ -122,7 +122,11 @@ func (c *watchCodec) readFailed(err error) error {
 	}
 	c.dead.Store(true)
 	if cn := c.owner.Load(); cn != nil && !cn.closed.Load() {
-		c.node.lost(cn, err)
+		if c.spoiled.Load() {
+			c.node.p.retired(cn) // retired, and no answer can come now
+		} else {
+			c.node.lost(cn, err)
+		}
 	}
 	return err
 }

@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
+
 	"github.com/lbrpc/lbrpc/middleware"
 	"github.com/lbrpc/lbrpc/picker"
 	"github.com/lbrpc/lbrpc/registry"
@@ -56,6 +58,8 @@ type Client struct {
 	goMu    sync.Mutex
 	goCalls map[*Call]context.CancelCauseFunc // calls made with Go, cancelled by Close
 	goWG    sync.WaitGroup
+
+	gauges metric.Registration // WithMetrics's; nil without
 }
 
 // New returns a client configured by opts. It starts watching the registry
@@ -108,6 +112,13 @@ func New(opts ...Option) (*Client, error) {
 	c.nodes.Store(&[]registry.Node{})
 	c.states.Store(&nodeStates{})
 	c.invoke = middleware.Chain(mws...)(c.send)
+	if cfg.metrics {
+		if c.gauges, err = c.observe(cfg.mp); err != nil {
+			w.Stop()
+			tr.Close()
+			return nil, fmt.Errorf("lbrpc: metrics: %w", err)
+		}
+	}
 	if h, ok := tr.(transport.Health); ok {
 		c.health = h
 		h.Notify(c.signal)
@@ -445,10 +456,14 @@ func (c *Client) Close() error {
 	}
 	c.goMu.Unlock()
 	c.cancel()
+	var gerr error
+	if c.gauges != nil {
+		gerr = c.gauges.Unregister()
+	}
 	werr := c.watcher.Stop()
 	c.loop.Wait()
 	c.probes.Wait()
 	terr := c.tr.Close()
 	c.goWG.Wait()
-	return errors.Join(werr, terr)
+	return errors.Join(werr, terr, gerr)
 }

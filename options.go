@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/sony/gobreaker/v2"
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/time/rate"
 
@@ -31,6 +32,8 @@ type config struct {
 
 	tracing    bool
 	tp         trace.TracerProvider
+	metrics    bool
+	mp         metric.MeterProvider
 	limiter    *rate.Limiter
 	limitMode  middleware.RateLimitMode
 	breaker    *gobreaker.Settings
@@ -200,6 +203,7 @@ func WithChain(mws ...middleware.Middleware) Option {
 
 // middleware returns the chain in the default order.
 func (c *config) middleware() ([]middleware.Middleware, error) {
+	// WithMetrics is allowed with WithChain: it adds only its gauges then.
 	builtins := c.tracing || c.limiter != nil || c.breaker != nil || c.retry != nil ||
 		len(c.perCall) > 0 || len(c.perAttempt) > 0
 	if c.chainSet {
@@ -211,6 +215,9 @@ func (c *config) middleware() ([]middleware.Middleware, error) {
 	var mws []middleware.Middleware
 	if c.tracing {
 		mws = append(mws, middleware.Tracing(c.tp))
+	}
+	if c.metrics {
+		mws = append(mws, middleware.Metrics(c.mp))
 	}
 	if c.limiter != nil {
 		mws = append(mws, middleware.RateLimit(c.limiter, c.limitMode))
@@ -224,6 +231,9 @@ func (c *config) middleware() ([]middleware.Middleware, error) {
 	}
 	if c.tracing {
 		mws = append(mws, middleware.TracingAttempts(c.tp))
+	}
+	if c.metrics {
+		mws = append(mws, middleware.MetricsAttempts(c.mp))
 	}
 	return append(mws, c.perAttempt...), nil
 }

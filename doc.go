@@ -16,10 +16,13 @@
 //
 // A call flows through, outermost first:
 //
-//	tracing -> rate limit -> circuit breaker -> per-call middleware -> retry
-//	  -> attempt tracing -> per-attempt middleware -> picker -> transport
+//	tracing -> metrics -> rate limit -> circuit breaker -> per-call middleware
+//	  -> retry -> attempt tracing -> attempt metrics -> per-attempt middleware
+//	  -> picker -> transport
 //
-// Each link is optional and set by an option; WithChain replaces the order.
+// Each link is optional and set by an option (WithTracing, WithMetrics,
+// WithRateLimit, WithCircuitBreaker, WithRetry, WithCallMiddleware,
+// WithMiddleware); WithChain replaces the order.
 // See docs/architecture.md for why the order is what it is.
 //
 // The picker chooses among the ready set: the registry's nodes less those

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/sony/gobreaker/v2"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/lbrpc/lbrpc"
 	"github.com/lbrpc/lbrpc/middleware"
@@ -198,4 +200,62 @@ func ExampleClient_State() {
 	// node 0: ready true, ejected false, breaker closed, healthy true, share 1
 	// node 1: ready true, ejected false, breaker closed, healthy true, share 1
 	// panicking: false
+}
+
+// WithMetrics records every call and attempt, and gauges of the node set,
+// with any OpenTelemetry MeterProvider: here the SDK's, read by hand.
+func ExampleWithMetrics() {
+	addrs, stop := startServers(2)
+	defer stop()
+
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	defer mp.Shutdown(context.Background())
+	c, err := lbrpc.New(
+		lbrpc.WithRegistry(registry.Static(addrs...)),
+		lbrpc.WithMetrics(mp),
+	)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+
+	var reply string
+	for range 10 {
+		if err := c.Call(context.Background(), "HelloService.Say", "world", &reply); err != nil {
+			log.Fatal(err)
+		}
+	}
+	c.Call(context.Background(), "HelloService.Shout", "world", &reply) // no such method
+
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(context.Background(), &rm); err != nil {
+		log.Fatal(err)
+	}
+	for _, m := range rm.ScopeMetrics[0].Metrics {
+		switch d := m.Data.(type) {
+		case metricdata.Histogram[float64]:
+			if m.Name != "rpc.client.duration" {
+				continue
+			}
+			for _, dp := range d.DataPoints {
+				method, _ := dp.Attributes.Value("rpc.method")
+				errType, _ := dp.Attributes.Value("error.type")
+				fmt.Printf("%s: %s %q: %d\n", m.Name, method.AsString(), errType.AsString(), dp.Count)
+			}
+		case metricdata.Gauge[int64]:
+			if m.Name != lbrpc.NodesMetric {
+				continue
+			}
+			for _, dp := range d.DataPoints {
+				if ready, _ := dp.Attributes.Value(lbrpc.ReadyKey); ready.AsBool() {
+					fmt.Printf("%s: %d ready\n", m.Name, dp.Value)
+				}
+			}
+		}
+	}
+	// Unordered output:
+	// rpc.client.duration: Say "": 10
+	// rpc.client.duration: Shout "server_error": 1
+	// lbrpc.client.nodes: 2 ready
 }

@@ -4,8 +4,9 @@
 // func(http.Handler) http.Handler. The client builds the chain once, in New,
 // outermost first:
 //
-//	Tracing -> RateLimit -> CircuitBreaker -> per-call user middleware
-//	  -> Retry -> TracingAttempts -> per-attempt user middleware -> pick and send
+//	Tracing -> Metrics -> RateLimit -> CircuitBreaker -> per-call user middleware
+//	  -> Retry -> TracingAttempts -> MetricsAttempts -> per-attempt user middleware
+//	  -> pick and send
 //
 // Everything outside Retry runs once per call; everything inside it runs once
 // per attempt. Each built-in is usable on its own, in any order, with Chain.

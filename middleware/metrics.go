@@ -52,9 +52,9 @@ func Metrics(mp metric.MeterProvider) Middleware {
 	var opts recordOpts
 	return func(next Invoker) Invoker {
 		return func(ctx context.Context, call *Call) error {
-			start := time.Now()
+			start := time.Since(epoch)
 			err := next(ctx, call)
-			hist.Record(ctx, millis(time.Since(start)), opts.get(call.ServiceMethod, "", ErrorType(err))...)
+			hist.Record(ctx, millis(time.Since(epoch)-start), opts.get(call.ServiceMethod, "", ErrorType(err))...)
 			return err
 		}
 	}
@@ -80,9 +80,9 @@ func MetricsAttempts(mp metric.MeterProvider) Middleware {
 	var opts recordOpts
 	return func(next Invoker) Invoker {
 		return func(ctx context.Context, call *Call) error {
-			start := time.Now()
+			start := time.Since(epoch)
 			err := next(ctx, call)
-			hist.Record(ctx, millis(time.Since(start)), opts.get(call.ServiceMethod, call.Addr, ErrorType(err))...)
+			hist.Record(ctx, millis(time.Since(epoch)-start), opts.get(call.ServiceMethod, call.Addr, ErrorType(err))...)
 			return err
 		}
 	}
@@ -194,5 +194,9 @@ func meterOf(mp metric.MeterProvider) metric.Meter {
 	}
 	return mp.Meter(MeterName)
 }
+
+// epoch is the origin of the durations measured: time.Since(epoch) reads
+// only the monotonic clock, where time.Now reads the wall clock too.
+var epoch = time.Now()
 
 func millis(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"github.com/sony/gobreaker/v2"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"golang.org/x/time/rate"
@@ -172,6 +174,12 @@ func run(w io.Writer) error {
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
 	defer tp.Shutdown(context.Background())
 
+	// Metrics are read by hand at the end; a real program would give the
+	// MeterProvider an exporter (OTLP, Prometheus).
+	metrics := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(metrics))
+	defer mp.Shutdown(context.Background())
+
 	st := &stats{nodes: map[string]struct{ before, after, failed int }{}}
 	client, err := lbrpc.New(
 		lbrpc.WithRegistry(registry.Static(addrs...)),
@@ -188,6 +196,7 @@ func run(w io.Writer) error {
 		}),
 		lbrpc.WithRateLimit(rate.Limit(5000), 100, middleware.Wait),
 		lbrpc.WithTracing(tp),
+		lbrpc.WithMetrics(mp),
 		lbrpc.WithTimeout(2*time.Second),
 		lbrpc.WithMiddleware(st.count),
 	)
@@ -249,6 +258,11 @@ func run(w io.Writer) error {
 	fmt.Fprintf(tw, "latency p50\t%v\n", pct(50))
 	fmt.Fprintf(tw, "latency p99\t%v\n", pct(99))
 	fmt.Fprintf(tw, "spans recorded\t%d (one per call, one per attempt)\n", len(spans.Ended()))
+	m, err := readMetrics(metrics)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(tw, "metrics recorded\t%d calls, %d attempts, %d ready nodes of %d now\n", m.calls, m.attempts, m.ready, len(addrs))
 	fmt.Fprintln(tw) // an empty line: the node table aligns on its own
 	fmt.Fprintln(tw, "attempts per node\tbefore kill\tafter kill\tfailed")
 	for i, a := range addrs {
@@ -271,4 +285,37 @@ func run(w io.Writer) error {
 	}
 	fmt.Fprintf(w, "\nverdict: all %d calls succeeded although one node died half way\n", numCalls)
 	return nil
+}
+
+// metricFigures are what the summary shows of the client's metrics.
+type metricFigures struct{ calls, attempts, ready int64 }
+
+func readMetrics(r sdkmetric.Reader) (metricFigures, error) {
+	var rm metricdata.ResourceMetrics
+	if err := r.Collect(context.Background(), &rm); err != nil {
+		return metricFigures{}, err
+	}
+	var f metricFigures
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			switch d := m.Data.(type) {
+			case metricdata.Histogram[float64]:
+				for _, dp := range d.DataPoints {
+					switch m.Name {
+					case "rpc.client.duration":
+						f.calls += int64(dp.Count)
+					case middleware.AttemptDurationName:
+						f.attempts += int64(dp.Count)
+					}
+				}
+			case metricdata.Gauge[int64]:
+				for _, dp := range d.DataPoints {
+					if ready, _ := dp.Attributes.Value(lbrpc.ReadyKey); m.Name == lbrpc.NodesMetric && ready.AsBool() {
+						f.ready = dp.Value
+					}
+				}
+			}
+		}
+	}
+	return f, nil
 }

@@ -23,6 +23,7 @@ func TestRun(t *testing.T) {
 		`(?m)^latency p50\s+\S+$`,
 		`(?m)^latency p99\s+\S+$`,
 		`(?m)^spans recorded\s+[1-9]\d* `,
+		`(?m)^metrics recorded\s+300 calls, 3\d\d attempts, [23] ready nodes of 3 now$`,
 		`(?m)^  \S+ \(1ms\)\s+\d+\s+\d+\s+\d+$`,
 		`(?m)^  \S+ \(2ms, killed\)\s+\d+\s+\d+\s+\d+$`,
 		`(?m)^verdict: all 300 calls succeeded although one node died half way$`,

@@ -2,6 +2,7 @@ package transport
 
 import (
 	"errors"
+	"io"
 	"net/rpc"
 	"sync/atomic"
 )
@@ -23,9 +24,8 @@ type conn struct {
 	*rpc.Client
 	codec *watchCodec
 	// closed is set before the pool closes the connection itself (a broken
-	// call, a recycle, a removal): net/rpc then fails the calls pending on
-	// it with rpc.ErrShutdown, which otherwise means that the request was
-	// refused before anything was written.
+	// call, a recycle, a removal), so that its reader, failing then, does
+	// not report the loss of a connection the pool has already dropped.
 	closed atomic.Bool
 }
 
@@ -37,9 +37,13 @@ func (c *conn) close() {
 
 // refused reports whether err says that net/rpc refused the request
 // without writing it: its connection was already shut (the server closed
-// it while idle) or retired after an encoding error.
+// it, or the pool did: a recycle, a retirement, a removal) or retired after
+// an encoding error. net/rpc also gives rpc.ErrShutdown to the calls it had
+// sent when its reader gets io.EOF after Close; watchCodec.readFailed never
+// lets it see io.EOF (nor a codec's own ErrShutdown), so that ErrShutdown
+// means "not written" alone.
 func (c *conn) refused(err error) bool {
-	return err == errSpoiled || err == rpc.ErrShutdown && !c.closed.Load()
+	return err == errSpoiled || err == rpc.ErrShutdown
 }
 
 // watchCodec wraps the codec of every connection. It tells the node when
@@ -76,14 +80,18 @@ func (c *watchCodec) WriteRequest(r *rpc.Request, body any) error {
 	if err == nil {
 		return nil
 	}
-	left := c.outstanding.Add(-1)
 	if c.co.writeFailed() {
+		c.outstanding.Add(-1)
 		return err
 	}
 	// The codec failed on its own: it may hold half a request, which the
 	// next request would follow onto the wire. The connection takes no
-	// more requests; the calls pending on it are still answered.
+	// more requests; the calls pending on it are still answered. spoiled
+	// is set before this request leaves the count, so that the last answer
+	// sees it and closes the connection (ReadResponseBody), whichever of
+	// the two comes last.
 	c.spoiled.Store(true)
+	left := c.outstanding.Add(-1)
 	if cn := c.owner.Load(); cn != nil {
 		c.node.retire(cn, left == 0)
 	}
@@ -120,6 +128,12 @@ func (c *watchCodec) readFailed(err error) error {
 	if werr := c.co.writeError(); werr != nil {
 		err = werr
 	}
+	switch {
+	case err == io.EOF:
+		err = io.ErrUnexpectedEOF // the calls pending were sent (see conn.refused)
+	case errors.Is(err, rpc.ErrShutdown):
+		err = &shutError{err}
+	}
 	c.dead.Store(true)
 	if cn := c.owner.Load(); cn != nil && !cn.closed.Load() {
 		if c.spoiled.Load() {
@@ -136,6 +150,13 @@ func (c *watchCodec) Close() error {
 	c.co.Close() // even if the inner codec does not close its conn
 	return err
 }
+
+// shutError is a codec's own rpc.ErrShutdown from a read: errors.Is still
+// finds it, but it is not the ErrShutdown of a request refused unwritten.
+type shutError struct{ err error }
+
+func (e *shutError) Error() string { return "lbrpc: connection lost: " + e.err.Error() }
+func (e *shutError) Unwrap() error { return e.err }
 
 // badArgsError is an encoding error, as ErrBadArgs.
 type badArgsError struct{ err error }

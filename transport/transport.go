@@ -515,11 +515,34 @@ func (n *node) answered(c *conn) {
 // answering anything counts as a failure, so a node that accepts and then
 // drops connections is re-dialled with backoff, not in a loop.
 func (n *node) broken(c *conn) {
-	if !n.client.CompareAndSwap(c, nil) {
-		return
+	if n.take(c) {
+		n.notify(n.replaceLocked(rpc.ErrShutdown))
+		c.close()
 	}
-	c.close()
-	n.replace(rpc.ErrShutdown)
+}
+
+// take takes c off the node, if it is the node's connection, and returns
+// with n.mu held then, so that the state the caller updates next (failures,
+// the dial it starts) is c's: a dial started by a call or by warm cannot
+// store a successor in between, which would then be counted as failed or
+// overwritten. n.mu is released when take reports false, and by notify;
+// the caller closes c after, so that no dial waits on a slow close.
+func (n *node) take(c *conn) bool {
+	n.mu.Lock()
+	if !n.client.CompareAndSwap(c, nil) {
+		n.mu.Unlock()
+		return false
+	}
+	return true
+}
+
+// notify releases n.mu, taken by take, and tells the pool if the node's
+// reachability changed.
+func (n *node) notify(changed bool) {
+	n.mu.Unlock()
+	if changed {
+		n.p.changed()
+	}
 }
 
 // lost drops c when its reader failed (the server closed it, or it broke),
@@ -528,11 +551,10 @@ func (n *node) broken(c *conn) {
 // through it, so that the calls it refuses are told from the calls it had
 // sent (see conn.refused).
 func (n *node) lost(c *conn, err error) {
-	if !n.client.CompareAndSwap(c, nil) {
-		return
+	if n.take(c) {
+		n.notify(n.replaceLocked(err))
+		c.codec.Close() // the wrapper: it closes the socket even if the codec does not
 	}
-	c.codec.ClientCodec.Close()
-	n.replace(err)
 }
 
 // retire drops c after a request failed to encode: the node is not at
@@ -540,10 +562,14 @@ func (n *node) lost(c *conn, err error) {
 // the answers to the calls it has sent, until the last one (idle: none) or
 // the drain timeout.
 func (n *node) retire(c *conn, idle bool) {
-	if !n.client.CompareAndSwap(c, nil) {
+	if !n.take(c) {
 		return
 	}
 	p := n.p
+	if !n.removed.Load() && !p.closed.Load() && n.dialing == nil {
+		n.startDial()
+	}
+	n.notify(false)
 	p.mu.Lock()
 	if idle || p.retiring == nil {
 		p.mu.Unlock()
@@ -552,11 +578,6 @@ func (n *node) retire(c *conn, idle bool) {
 		p.retiring[c] = time.AfterFunc(p.cfg.drainTimeout, func() { p.retired(c) })
 		p.mu.Unlock()
 	}
-	n.mu.Lock()
-	if !n.removed.Load() && !p.closed.Load() && n.dialing == nil {
-		n.startDial()
-	}
-	n.mu.Unlock()
 }
 
 // retired closes a connection retire kept open, at its last answer or at
@@ -571,24 +592,19 @@ func (p *Pool) retired(c *conn) {
 	c.close()
 }
 
-// replace follows the loss of the node's connection: a dial at once if the
-// connection had answered, else a failure, with backoff.
-func (n *node) replace(err error) {
-	n.mu.Lock()
+// replaceLocked follows the loss of the node's connection: a dial at once
+// if the connection had answered, else a failure, with backoff. It reports
+// whether the node went down. n.mu is held.
+func (n *node) replaceLocked(err error) bool {
 	n.lastErr = err
-	changed := false
-	if n.proven.Load() {
-		// It worked until now: reconnect at once, in the background.
-		if !n.removed.Load() && !n.p.closed.Load() && n.dialing == nil {
-			n.startDial()
-		}
-	} else {
-		changed = n.failed()
+	if !n.proven.Load() {
+		return n.failed()
 	}
-	n.mu.Unlock()
-	if changed {
-		n.p.changed()
+	// It worked until now: reconnect at once, in the background.
+	if !n.removed.Load() && !n.p.closed.Load() && n.dialing == nil {
+		n.startDial()
 	}
+	return false
 }
 
 // timedOut counts a timed-out call on c and recycles c after too many.
@@ -596,18 +612,13 @@ func (n *node) timedOut(c *conn) {
 	if int(n.timeouts.Add(1)) < n.p.cfg.maxTimeouts {
 		return
 	}
-	if !n.client.CompareAndSwap(c, nil) {
+	if !n.take(c) {
 		return
 	}
-	c.close() // fails, and so frees, every call pending on c
-	n.mu.Lock()
 	n.recycles++
 	n.lastErr = context.DeadlineExceeded
-	changed := n.failed()
-	n.mu.Unlock()
-	if changed {
-		n.p.changed()
-	}
+	n.notify(n.failed())
+	c.close() // fails, and so frees, every call pending on c
 }
 
 // shut closes the node's connection for good.

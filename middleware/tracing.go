@@ -2,8 +2,6 @@ package middleware
 
 import (
 	"context"
-	"net"
-	"strconv"
 	"strings"
 
 	"go.opentelemetry.io/otel"
@@ -74,16 +72,10 @@ func TracingAttempts(tp trace.TracerProvider) Middleware {
 			ctx, span := tracer.Start(ctx, call.ServiceMethod+" attempt")
 			defer span.End()
 			err := next(ctx, call)
-			attrs := []attribute.KeyValue{AttemptKey.Int(call.Attempt)}
-			if host, port, perr := net.SplitHostPort(call.Addr); perr == nil {
-				attrs = append(attrs, semconv.ServerAddress(host))
-				if p, perr := strconv.Atoi(port); perr == nil {
-					attrs = append(attrs, semconv.ServerPort(p))
-				}
-			} else if call.Addr != "" {
-				attrs = append(attrs, semconv.ServerAddress(call.Addr))
+			span.SetAttributes(AttemptKey.Int(call.Attempt))
+			if call.Addr != "" {
+				span.SetAttributes(serverAttrs(call.Addr)...)
 			}
-			span.SetAttributes(attrs...)
 			if err != nil {
 				span.RecordError(err)
 				span.SetStatus(codes.Error, err.Error())

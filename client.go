@@ -249,10 +249,17 @@ func (c *Client) Call(ctx context.Context, serviceMethod string, args, reply any
 // whatever the chain was doing (waiting for a token, a backoff, an answer),
 // unless the server answered or the args were bad.
 func closedErr(err error) error {
-	if _, answered := errors.AsType[rpc.ServerError](err); answered || errors.Is(err, ErrBadArgs) {
+	if answered(err) || errors.Is(err, ErrBadArgs) {
 		return err
 	}
 	return ErrClosed
+}
+
+// answered reports whether err is the server's answer: an rpc.ServerError,
+// or an answer that did not fit the reply (ErrReplyMismatch).
+func answered(err error) bool {
+	_, ok := errors.AsType[rpc.ServerError](err)
+	return ok || errors.Is(err, ErrReplyMismatch)
 }
 
 // check validates a call's input.
@@ -345,8 +352,12 @@ func (c *Client) attempt(ctx context.Context, call *middleware.Call) error {
 	err := c.tr.Call(ctx, call.Addr, call.ServiceMethod, call.Args, call.Reply)
 	if res.Done != nil {
 		d := picker.DoneInfo{Err: err, Latency: time.Since(c.epoch) - start}
-		if err != nil && errors.Is(err, ErrBadArgs) {
+		switch {
+		case err == nil:
+		case errors.Is(err, ErrBadArgs):
 			d.Err = errPickUnused // the caller's error: it says nothing of the node
+		case errors.Is(err, ErrReplyMismatch):
+			d.Err = nil // the caller's error, but the node answered, in d.Latency
 		}
 		res.Finish(d)
 	}

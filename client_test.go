@@ -367,6 +367,34 @@ func TestBadInput(t *testing.T) {
 	})
 }
 
+// A reply of the wrong type is the caller's error: ErrReplyMismatch, the
+// reply untouched, no retry, and nothing held against the node, whose
+// breaker, failure streak and other calls are as they were.
+func TestReplyMismatch(t *testing.T) {
+	servers := rpctest.Start(t, 2, rpctest.Gob)
+	c := newClient(t, servers, lbrpc.WithRetry(3), lbrpc.WithPicker(picker.RoundRobin()),
+		lbrpc.WithNodeBreaker(gobreaker.Settings{ReadyToTrip: middleware.ConsecutiveFailures(1)}),
+		lbrpc.WithOutlierDetection(lbrpc.OutlierDetection{Consecutive: 1}))
+	mustCall(t, c, 2)
+	before := servers[0].Calls() + servers[1].Calls()
+	for range 4 {
+		n := 42
+		err := c.Call(context.Background(), "Hello.Say", "x", &n)
+		if !errors.Is(err, lbrpc.ErrReplyMismatch) || n != 42 {
+			t.Fatalf("err = %v, reply %d: want ErrReplyMismatch and the reply untouched", err, n)
+		}
+	}
+	if got := servers[0].Calls() + servers[1].Calls() - before; got != 4 {
+		t.Fatalf("servers ran %d calls for 4, want no retry", got)
+	}
+	for _, s := range c.State() {
+		if !s.Ready || s.Failures != 0 || s.Breaker != gobreaker.StateClosed || s.InFlight != 0 {
+			t.Errorf("node state %+v, want ready, no failures, breaker closed", s)
+		}
+	}
+	mustCall(t, c, 2)
+}
+
 func TestNewRejectsBadOptions(t *testing.T) {
 	static := lbrpc.WithRegistry(registry.Static("127.0.0.1:1"))
 	for _, tc := range []struct {

@@ -22,6 +22,11 @@ var (
 	ErrRateLimited = middleware.ErrRateLimited
 	// ErrBadReply: the reply is nil or not a pointer.
 	ErrBadReply = transport.ErrBadReply
+	// ErrReplyMismatch: the answer could not be decoded into the reply (a
+	// reply of another type than the method's). The server ran the method;
+	// the call is not retried, nothing counts against the node, and with
+	// the built-in codecs the node's other calls are not disturbed.
+	ErrReplyMismatch = transport.ErrReplyMismatch
 	// ErrBadArgs: the codec could not encode the args (gob cannot encode
 	// nil, a func, a chan or a struct without exported fields). Nothing was
 	// sent, the call is not retried, and nothing counts against the node.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
-	"net/rpc"
 	"sync/atomic"
 	"time"
 
@@ -116,7 +115,7 @@ func (c *Client) record(st *nodeState, err error) {
 		}
 		return
 	}
-	if _, answered := errors.AsType[rpc.ServerError](err); answered {
+	if answered(err) {
 		if st.streak.Load() != 0 {
 			st.streak.Store(0)
 		}

@@ -68,13 +68,14 @@ func CircuitBreaker(st gobreaker.Settings) Middleware {
 
 // BreakerFailure is the default failure rule of CircuitBreaker: true for
 // transport failures and timeouts, false for success and for answers from
-// the server (rpc.ServerError).
+// the server (rpc.ServerError, and transport.ErrReplyMismatch: an answer
+// the caller's reply could not hold).
 func BreakerFailure(err error) bool {
 	if err == nil {
 		return false
 	}
 	_, answered := errors.AsType[rpc.ServerError](err)
-	return !answered
+	return !answered && !errors.Is(err, transport.ErrReplyMismatch)
 }
 
 // ConsecutiveFailures returns a ReadyToTrip that opens the breaker after n

@@ -408,6 +408,7 @@ func TestBreakerFailure(t *testing.T) {
 		{"server error", rpc.ServerError("boom"), false},
 		{"wrapped server error", fmt.Errorf("x: %w", rpc.ServerError("boom")), false},
 		{"joined with server error", errors.Join(dialErr("a:1"), rpc.ServerError("boom")), false},
+		{"answer not fitting the reply", fmt.Errorf("%w: gob: type mismatch", transport.ErrReplyMismatch), false},
 		{"dial", dialErr("a:1"), true},
 		{"broken", brokenErr("a:1"), true},
 		{"bare shutdown", rpc.ErrShutdown, true},

@@ -100,6 +100,7 @@ func MetricsAttempts(mp metric.MeterProvider) Middleware {
 //	no_nodes       no node could be picked
 //	closed         the client was closed
 //	bad_args       the codec could not encode the args
+//	reply_mismatch the answer did not fit the reply given
 //	transport      the node could not be reached or did not answer
 //	_OTHER         anything else (a user middleware's own error)
 func ErrorType(err error) string {
@@ -123,6 +124,8 @@ func ErrorType(err error) string {
 		return "no_nodes"
 	case errors.Is(err, transport.ErrBadArgs):
 		return "bad_args"
+	case errors.Is(err, transport.ErrReplyMismatch):
+		return "reply_mismatch"
 	}
 	if _, ok := errors.AsType[rpc.ServerError](err); ok {
 		return "server_error"

@@ -38,6 +38,7 @@ func TestErrorType(t *testing.T) {
 		{middleware.ErrClosed, "closed"},
 		{fmt.Errorf("%w: %w", middleware.ErrClosed, syscall.ECONNRESET), "closed"},
 		{transport.ErrBadArgs, "bad_args"},
+		{fmt.Errorf("%w: gob: type mismatch", transport.ErrReplyMismatch), "reply_mismatch"},
 		{errors.New("a user middleware's own"), "_OTHER"},
 	} {
 		if got := middleware.ErrorType(tc.err); got != tc.want {

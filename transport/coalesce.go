@@ -80,6 +80,8 @@ type coalescingConn struct {
 	err      error  // sticky: the first write error, or why writing stopped
 	wErr     error  // the first write error, if writing stopped for one
 
+	rfailed atomic.Bool // a Read failed
+
 	flushers sync.WaitGroup // Close waits for the flusher
 	flushFn  func()         // c.flush, bound once: `go c.flush()` would allocate its closure per batch
 
@@ -93,6 +95,20 @@ func newCoalescingConn(conn net.Conn, batch bool) *coalescingConn {
 	c.rawFn = c.rawWrite
 	return c
 }
+
+// Read reads from the connection and notes a failure: a codec's decoding
+// error with no failed read behind it leaves the stream in step (see
+// watchCodec.ReadResponseBody).
+func (c *coalescingConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if err != nil {
+		c.rfailed.Store(true)
+	}
+	return n, err
+}
+
+// readFailed reports whether a Read failed.
+func (c *coalescingConn) readFailed() bool { return c.rfailed.Load() }
 
 // Write writes p inline or queues it for the flusher; see coalescingConn.
 func (c *coalescingConn) Write(p []byte) (int, error) {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net/rpc"
+	"sync"
 	"sync/atomic"
 )
 
@@ -67,7 +68,19 @@ type watchCodec struct {
 	node    *node
 	dead    atomic.Bool // a read failed
 	spoiled atomic.Bool // a request failed to encode: write nothing more
+
+	// Answers that did not fit their reply (ErrReplyMismatch), by reply:
+	// net/rpc would end the connection at such an error, so the codec
+	// keeps it from net/rpc and the call's sender takes it from here.
+	wholeAnswers bool         // the codec reads each answer whole first: a value error leaves the stream in step
+	mismatches   atomic.Int64 // entries in misfits; lets the senders of fitting answers skip the map
+	misfits      sync.Map     // reply -> error
 }
+
+// maxMisfits bounds the misfits an abandoned call leaves behind (its answer
+// came after its sender stopped waiting): past it, a misfit ends the
+// connection, as net/rpc would.
+const maxMisfits = 1024
 
 var _ rpc.ClientCodec = (*watchCodec)(nil)
 
@@ -109,7 +122,12 @@ func (c *watchCodec) ReadResponseHeader(r *rpc.Response) error {
 // the answer off the connection, and a retired connection may close.
 func (c *watchCodec) ReadResponseBody(body any) error {
 	if err := c.ClientCodec.ReadResponseBody(body); err != nil {
-		return c.readFailed(err)
+		if body == nil || !c.wholeAnswers || c.co.readFailed() || c.mismatches.Load() >= maxMisfits {
+			return c.readFailed(err)
+		}
+		// The answer was read whole; only its value did not fit.
+		c.misfits.Store(body, &mismatchError{err})
+		c.mismatches.Add(1)
 	}
 	if c.outstanding.Add(-1) <= 0 && c.spoiled.Load() {
 		if cn := c.owner.Load(); cn != nil {
@@ -150,6 +168,25 @@ func (c *watchCodec) Close() error {
 	c.co.Close() // even if the inner codec does not close its conn
 	return err
 }
+
+// mismatch returns the error of reply's answer if it did not fit reply, and
+// forgets it. It costs an atomic load when no answer misfitted.
+func (c *watchCodec) mismatch(reply any) error {
+	if c.mismatches.Load() == 0 {
+		return nil
+	}
+	if err, ok := c.misfits.LoadAndDelete(reply); ok {
+		c.mismatches.Add(-1)
+		return err.(error)
+	}
+	return nil
+}
+
+// mismatchError is a reply's decoding error, as ErrReplyMismatch.
+type mismatchError struct{ err error }
+
+func (e *mismatchError) Error() string   { return ErrReplyMismatch.Error() + ": " + e.err.Error() }
+func (e *mismatchError) Unwrap() []error { return []error{ErrReplyMismatch, e.err} }
 
 // shutError is a codec's own rpc.ErrShutdown from a read: errors.Is still
 // finds it, but it is not the ErrShutdown of a request refused unwritten.

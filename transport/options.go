@@ -22,6 +22,7 @@ type Option func(*config) error
 type config struct {
 	dialer       Dialer
 	codec        Codec // nil means net/rpc's gob codec
+	wholeAnswers bool  // the codec reads each answer whole before decoding its value: the built-in ones
 	httpPath     string
 	useHTTP      bool
 	dialTimeout  time.Duration
@@ -43,6 +44,7 @@ func defaultConfig() config {
 		maxTimeouts:  5,
 		drainTimeout: 30 * time.Second,
 		coalesce:     true,
+		wholeAnswers: true, // the gob codec
 	}
 }
 
@@ -64,14 +66,19 @@ func WithCodec(codec Codec) Option {
 		if codec == nil {
 			return errors.New("lbrpc/transport: nil codec")
 		}
-		c.codec = codec
+		c.codec, c.wholeAnswers = codec, false
 		return nil
 	}
 }
 
 // JSONRPC selects the JSON-RPC 1.0 codec of net/rpc/jsonrpc, for servers that
 // serve connections with jsonrpc.ServeConn.
-func JSONRPC() Option { return WithCodec(jsonrpc.NewClientCodec) }
+func JSONRPC() Option {
+	return func(c *config) error {
+		c.codec, c.wholeAnswers = jsonrpc.NewClientCodec, true
+		return nil
+	}
+}
 
 // WithHTTP makes the transport reach servers mounted with rpc.HandleHTTP (or
 // Server.HandleHTTP) at path, as rpc.DialHTTPPath does. An empty path means

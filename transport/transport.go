@@ -19,6 +19,15 @@ import (
 // ErrBadReply is returned for a reply that is not a non-nil pointer.
 var ErrBadReply = errors.New("lbrpc: reply must be a non-nil pointer")
 
+// ErrReplyMismatch is the cause of a call whose answer could not be decoded
+// into the reply given (a reply of another type than the method's): the
+// server ran the method and answered, and the caller's reply is untouched.
+// It is the caller's error, not the node's, and is not retried. With the
+// built-in codecs the connection goes on serving the other calls; with a
+// codec of WithCodec, which may have read half the answer, net/rpc ends
+// the connection as for any read error.
+var ErrReplyMismatch = errors.New("lbrpc: the answer does not fit the reply")
+
 // Transport carries calls to nodes by address.
 type Transport interface {
 	// Call sends one call to the node at addr and waits for its answer or
@@ -132,6 +141,9 @@ func (p *Pool) Call(ctx context.Context, addr, serviceMethod string, args, reply
 			return call.Error
 		case errors.Is(call.Error, ErrBadArgs):
 			return call.Error // the codec retired the connection, not failed it
+		case errors.Is(call.Error, ErrReplyMismatch):
+			n.answered(c)
+			return call.Error
 		case c.refused(call.Error):
 			// Nothing was written: the connection was shut while idle (the
 			// server closed it) or retired. Once on a new one; then the
@@ -172,6 +184,10 @@ func (p *Pool) send(ctx context.Context, n *node, c *conn, serviceMethod string,
 		return nil, ErrClosed
 	}
 	if call.Error == nil {
+		if err := c.codec.mismatch(call.Reply); err != nil {
+			call.Error = err
+			return call, nil
+		}
 		rv.Elem().Set(fresh.Elem())
 	}
 	return call, nil
@@ -666,7 +682,7 @@ func (p *Pool) dialClient(ctx context.Context, n *node) (*conn, error) {
 	}
 	// Wrapped only now, so that the HTTP handshake is written as it was.
 	co := newCoalescingConn(nc, p.cfg.coalesce)
-	w := &watchCodec{node: n, co: co, ClientCodec: codec(co)}
+	w := &watchCodec{node: n, co: co, ClientCodec: codec(co), wholeAnswers: p.cfg.wholeAnswers}
 	c := &conn{Client: rpc.NewClientWithCodec(w), codec: w}
 	w.owner.Store(c)
 	return c, nil

@@ -80,9 +80,7 @@ func gauge(t *testing.T, a metricdata.Aggregation, key attribute.Key) map[string
 // Calls and attempts are counted with their method, node and error type.
 func TestMetricsEndToEnd(t *testing.T) {
 	servers := rpctest.Start(t, 3, rpctest.Gob)
-	reader := sdkmetric.NewManualReader()
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
-	defer mp.Shutdown(context.Background())
+	reader, mp := sdkMeter(t)
 	c := newClient(t, servers, lbrpc.WithMetrics(mp), lbrpc.WithRetry(1), lbrpc.WithPicker(picker.RoundRobin()))
 	mustCall(t, c, 30)
 	servers[0].SetError("boom")
@@ -127,9 +125,7 @@ func TestMetricsEndToEnd(t *testing.T) {
 // with the client.
 func TestMetricsGauges(t *testing.T) {
 	servers := rpctest.Start(t, 3, rpctest.Gob)
-	reader := sdkmetric.NewManualReader()
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
-	defer mp.Shutdown(context.Background())
+	reader, mp := sdkMeter(t)
 	c, err := lbrpc.New(isolated(
 		lbrpc.WithRegistry(registry.Static(rpctest.Addrs(servers)...)),
 		lbrpc.WithMetrics(mp),
@@ -178,9 +174,7 @@ func TestMetricsGauges(t *testing.T) {
 // the chain refused is, with its reason.
 func TestMetricsErrorTypes(t *testing.T) {
 	servers := rpctest.Start(t, 1, rpctest.Gob)
-	reader := sdkmetric.NewManualReader()
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
-	defer mp.Shutdown(context.Background())
+	reader, mp := sdkMeter(t)
 	// One token, and the next in 1000s.
 	c := newClient(t, servers, lbrpc.WithMetrics(mp), lbrpc.WithRateLimit(0.001, 1, middleware.FailFast))
 	mustCall(t, c, 1)
@@ -195,4 +189,13 @@ func TestMetricsErrorTypes(t *testing.T) {
 	if want := map[string]uint64{"": 1, "rate_limited": 1}; !maps.Equal(got, want) {
 		t.Errorf("counts by error.type %v, want %v", got, want)
 	}
+}
+
+// sdkMeter returns an SDK MeterProvider read by hand, shut down when the
+// test ends.
+func sdkMeter(t testing.TB) (*sdkmetric.ManualReader, *sdkmetric.MeterProvider) {
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	t.Cleanup(func() { mp.Shutdown(context.Background()) })
+	return reader, mp
 }

@@ -72,9 +72,7 @@ func histogramCounts(t *testing.T, r sdkmetric.Reader, name string) map[attribut
 // Metrics and MetricsAttempts in a chain with Retry: one call recorded, its
 // two attempts recorded on their nodes, the first as a transport failure.
 func TestMetricsWithRetry(t *testing.T) {
-	reader := sdkmetric.NewManualReader()
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
-	defer mp.Shutdown(context.Background())
+	reader, mp := sdkMeter(t)
 	send := failing(dialErr(nodeAddr(0)))
 	inv := middleware.Chain(
 		middleware.Metrics(mp),
@@ -109,9 +107,7 @@ func TestMetricsWithRetry(t *testing.T) {
 // Once a method and outcome were seen, recording allocates nothing more
 // than the SDK itself does.
 func TestMetricsAllocs(t *testing.T) {
-	reader := sdkmetric.NewManualReader()
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
-	defer mp.Shutdown(context.Background())
+	_, mp := sdkMeter(t)
 	inv := middleware.Chain(middleware.Metrics(mp), middleware.MetricsAttempts(mp))(
 		func(_ context.Context, c *middleware.Call) error { c.Addr = "10.0.0.1:4000"; return nil })
 	call := &middleware.Call{ServiceMethod: "Hello.Say"}
@@ -137,9 +133,7 @@ func TestMetricsNoop(t *testing.T) {
 
 // BenchmarkMetrics times recording a call and an attempt with the SDK.
 func BenchmarkMetrics(b *testing.B) {
-	reader := sdkmetric.NewManualReader()
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
-	defer mp.Shutdown(context.Background())
+	_, mp := sdkMeter(b)
 	inv := middleware.Chain(middleware.Metrics(mp), middleware.MetricsAttempts(mp))(
 		func(_ context.Context, c *middleware.Call) error { c.Addr = "10.0.0.1:4000"; return nil })
 	b.ReportAllocs()
@@ -150,4 +144,13 @@ func BenchmarkMetrics(b *testing.B) {
 			inv(ctx, call)
 		}
 	})
+}
+
+// sdkMeter returns an SDK MeterProvider read by hand, shut down when the
+// test ends.
+func sdkMeter(t testing.TB) (*sdkmetric.ManualReader, *sdkmetric.MeterProvider) {
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	t.Cleanup(func() { mp.Shutdown(context.Background()) })
+	return reader, mp
 }

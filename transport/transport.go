@@ -563,9 +563,9 @@ func (n *node) notify(changed bool) {
 
 // lost drops c when its reader failed (the server closed it, or it broke),
 // even while no call was pending: net/rpc has already failed the calls
-// pending on it, and would refuse new ones. c is closed under net/rpc, not
-// through it, so that the calls it refuses are told from the calls it had
-// sent (see conn.refused).
+// pending on it, and refuses new ones with rpc.ErrShutdown, unwritten (see
+// conn.refused). Its reader has ended it, so c is closed under net/rpc,
+// through the codec wrapper.
 func (n *node) lost(c *conn, err error) {
 	if n.take(c) {
 		n.notify(n.replaceLocked(err))

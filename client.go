@@ -354,8 +354,8 @@ func (c *Client) attempt(ctx context.Context, call *middleware.Call) error {
 		d := picker.DoneInfo{Err: err, Latency: time.Since(c.epoch) - start}
 		switch {
 		case err == nil:
-		case errors.Is(err, ErrBadArgs):
-			d.Err = errPickUnused // the caller's error: it says nothing of the node
+		case errors.Is(err, ErrBadArgs) || unsentTimeout(err):
+			d.Err = errPickUnused // nothing was sent: it says nothing of the node
 		case errors.Is(err, ErrReplyMismatch):
 			d.Err = nil // the caller's error, but the node answered, in d.Latency
 		}
@@ -367,7 +367,7 @@ func (c *Client) attempt(ctx context.Context, call *middleware.Call) error {
 	if st != nil {
 		c.record(st, err)
 	}
-	if err != nil && c.reporter != nil {
+	if err != nil && c.reporter != nil && !notCounted(err) {
 		if _, ok := errors.AsType[*transport.Error](err); ok && ctx.Err() == nil {
 			c.reporter.ReportFailure(call.Addr, err)
 		}

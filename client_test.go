@@ -415,6 +415,7 @@ func TestNewRejectsBadOptions(t *testing.T) {
 		{"bad transport option", []lbrpc.Option{static, lbrpc.WithTransportOptions(transport.WithDialTimeout(0))}},
 		{"chain with retry", []lbrpc.Option{static, lbrpc.WithChain(), lbrpc.WithRetry(1)}},
 		{"negative consecutive", []lbrpc.Option{static, lbrpc.WithOutlierDetection(lbrpc.OutlierDetection{Consecutive: -1})}},
+		{"consecutive above int32", []lbrpc.Option{static, lbrpc.WithOutlierDetection(lbrpc.OutlierDetection{Consecutive: 1 << 32})}},
 		{"negative ejection", []lbrpc.Option{static, lbrpc.WithOutlierDetection(lbrpc.OutlierDetection{BaseEjection: -time.Second})}},
 		{"max ejection below base", []lbrpc.Option{static, lbrpc.WithOutlierDetection(lbrpc.OutlierDetection{BaseEjection: time.Minute, MaxEjection: time.Second})}},
 		{"ejected percent over 100", []lbrpc.Option{static, lbrpc.WithOutlierDetection(lbrpc.OutlierDetection{MaxEjectedPercent: 101})}},

@@ -96,14 +96,22 @@ func (c *Client) newNodeState(addr string) *nodeState {
 }
 
 // notCounted reports errors that say nothing new about the node: the
-// caller cancelled, the client closed, the node left the set, or the
+// caller cancelled, the client closed, the node left the set, the
 // transport refused to send because it is waiting to redial after a failed
 // dial (that dial's failure was counted, and the transport keeps the node
-// out of the ready set meanwhile).
+// out of the ready set meanwhile), or the call's deadline passed before
+// anything was sent (a caller's spent deadline, or one that ran out
+// waiting for a dial whose own failure, if it fails, is counted).
 func notCounted(err error) bool {
 	return errors.Is(err, context.Canceled) || errors.Is(err, ErrClosed) ||
 		errors.Is(err, transport.ErrNodeRemoved) || errors.Is(err, transport.ErrNodeDown) ||
-		errors.Is(err, ErrBadArgs)
+		errors.Is(err, ErrBadArgs) || unsentTimeout(err)
+}
+
+// unsentTimeout reports a deadline that passed before the request was sent.
+func unsentTimeout(err error) bool {
+	te, ok := errors.AsType[*transport.Error](err)
+	return ok && te.Op == transport.OpDial && errors.Is(te.Err, context.DeadlineExceeded)
 }
 
 // record counts the outcome of an attempt sent to st for outlier detection.

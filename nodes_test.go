@@ -663,3 +663,32 @@ func TestStateDefaults(t *testing.T) {
 		t.Fatalf("err = %v, want ErrClosed", err)
 	}
 }
+
+// Calls whose deadline passed before they were sent say nothing of the
+// node: they neither eject it nor open its breaker.
+func TestSpentDeadlineNotCounted(t *testing.T) {
+	servers := rpctest.Start(t, 2, rpctest.Gob)
+	c := newClient(t, servers, isolated(
+		lbrpc.WithOutlierDetection(lbrpc.OutlierDetection{Consecutive: 2}),
+		lbrpc.WithNodeBreaker(gobreaker.Settings{ReadyToTrip: middleware.ConsecutiveFailures(2), Timeout: time.Hour}),
+	)...)
+	mustCall(t, c, 4)
+	before := servers[0].Calls() + servers[1].Calls()
+	spent, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer cancel()
+	for range 10 {
+		var reply string
+		if err := c.Call(spent, "Hello.Say", "x", &reply); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("err = %v, want DeadlineExceeded", err)
+		}
+	}
+	if got := servers[0].Calls() + servers[1].Calls() - before; got != 0 {
+		t.Fatalf("servers ran %d calls with spent deadlines", got)
+	}
+	for _, s := range c.State() {
+		if !s.Ready || s.Ejected || s.Failures != 0 || s.Breaker != gobreaker.StateClosed {
+			t.Errorf("node state %+v, want ready: nothing was sent to it", s)
+		}
+	}
+	mustCall(t, c, 2)
+}

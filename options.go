@@ -252,7 +252,9 @@ func (c *config) middleware() ([]middleware.Middleware, error) {
 // (the method ran), and so does a success. A call cancelled by its caller
 // counts neither way, nor does one the transport refused to send while it
 // waits to redial the node (transport.ErrNodeDown: the node is already out
-// of the ready set, as unreachable).
+// of the ready set, as unreachable), nor one whose deadline passed before
+// it was sent, nor one whose answer did not fit its reply
+// (ErrReplyMismatch: the node answered).
 //
 // Outlier detection is on by default, with the defaults below: a client that
 // keeps sending calls to a node that does not answer is not load balancing.
@@ -324,6 +326,9 @@ func WithOutlierDetection(o OutlierDetection) Option {
 		}
 		if o.Consecutive < 0 || o.BaseEjection < 0 || o.MaxEjection < 0 {
 			return errors.New("lbrpc: negative outlier detection setting")
+		}
+		if o.Consecutive > math.MaxInt32 {
+			return errors.New("lbrpc: outlier detection's Consecutive is above 2^31-1")
 		}
 		if o.MaxEjectedPercent < 0 || o.MaxEjectedPercent > 100 {
 			return errors.New("lbrpc: outlier detection's MaxEjectedPercent must be within 0..100")

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/rpc"
 	"reflect"
 	"slices"
 	"strings"
@@ -256,10 +255,10 @@ func closedErr(err error) error {
 }
 
 // answered reports whether err is the server's answer: an rpc.ServerError,
-// or an answer that did not fit the reply (ErrReplyMismatch).
+// or an answer that did not fit the reply (ErrReplyMismatch). It is the
+// breaker's rule, so that the two cannot drift apart.
 func answered(err error) bool {
-	_, ok := errors.AsType[rpc.ServerError](err)
-	return ok || errors.Is(err, ErrReplyMismatch)
+	return err != nil && !middleware.BreakerFailure(err)
 }
 
 // check validates a call's input.

@@ -65,15 +65,27 @@ type Client struct {
 // (Registry.Watch is the only I/O it does; the first node set is awaited by
 // the first calls, not by New) and, unless the transport is lazy, dialling
 // the nodes as they arrive.
-func New(opts ...Option) (*Client, error) {
+func New(opts ...Option) (_ *Client, err error) {
 	cfg := defaultConfig()
+	defer func() {
+		// The client owns WithTransport's transport from New on, even when
+		// there is no client to close it.
+		if err != nil && cfg.transport != nil {
+			cfg.transport.Close()
+		}
+	}()
 	for _, o := range opts {
+		// Every option is applied, so that a WithTransport after a bad
+		// option is still closed.
 		if o == nil {
 			continue
 		}
-		if err := o(&cfg); err != nil {
-			return nil, err
+		if oerr := o(&cfg); oerr != nil && err == nil {
+			err = oerr
 		}
+	}
+	if err != nil {
+		return nil, err
 	}
 	if cfg.registry == nil {
 		return nil, errors.New("lbrpc: no registry: use WithRegistry")
@@ -92,7 +104,9 @@ func New(opts ...Option) (*Client, error) {
 	}
 	w, err := cfg.registry.Watch(context.Background())
 	if err != nil {
-		tr.Close()
+		if cfg.transport == nil {
+			tr.Close()
+		}
 		return nil, fmt.Errorf("lbrpc: watching registry: %w", err)
 	}
 	c := &Client{
@@ -114,7 +128,9 @@ func New(opts ...Option) (*Client, error) {
 	if cfg.metrics {
 		if c.gauges, err = c.observe(cfg.mp); err != nil {
 			w.Stop()
-			tr.Close()
+			if cfg.transport == nil {
+				tr.Close()
+			}
 			return nil, fmt.Errorf("lbrpc: metrics: %w", err)
 		}
 	}
@@ -289,25 +305,31 @@ func (c *Client) Panicking() bool { return c.panicked.Load() }
 // send is the innermost invoker: pick a node, carry the call to it, and
 // tell the picker how it went.
 func (c *Client) send(ctx context.Context, call *middleware.Call) error {
-	err := c.attempt(ctx, call)
+	err := c.attempt(ctx, call, call.Tried)
 	// A node removed between pick and send never saw the call: pick again,
-	// from the picker's newer set. This is not a retry, and it is bounded.
+	// from the picker's newer set, avoiding the node in case the picker has
+	// not caught up. This is not a retry, and it is bounded.
+	avoid := call.Tried
 	for i := 0; i < 3 && errors.Is(err, transport.ErrNodeRemoved) && ctx.Err() == nil; i++ {
-		err = c.attempt(ctx, call)
+		avoid = append(avoid[:len(avoid):len(avoid)], call.Addr)
+		err = c.attempt(ctx, call, avoid)
 	}
 	return err
 }
 
-// maxRepicks bounds the picks an attempt may decline (slow start, a node
-// breaker refusing) before it takes what it is given.
-const maxRepicks = 3
+// maxDeclines bounds the picks an attempt may decline (slow start, a node
+// breaker refusing) before it takes what it is given: one per node of the
+// set, up to this many, so that the cost of declining stays bounded.
+const maxDeclines = 16
 
-func (c *Client) attempt(ctx context.Context, call *middleware.Call) error {
-	info := picker.Info{ServiceMethod: call.ServiceMethod, Tried: call.Tried}
+// attempt sends call to one node, picked avoiding the nodes in avoid.
+func (c *Client) attempt(ctx context.Context, call *middleware.Call, avoid []string) error {
+	info := picker.Info{ServiceMethod: call.ServiceMethod, Tried: avoid}
 	var (
 		res    picker.Result
 		st     *nodeState
 		onDone func(error) // the node breaker's
+		limit  int         // picks this attempt may decline; set at the first
 	)
 	for picks := 0; ; picks++ {
 		var err error
@@ -324,9 +346,12 @@ func (c *Client) attempt(ctx context.Context, call *middleware.Call) error {
 		if st == nil || c.panicked.Load() {
 			break
 		}
+		if picks == 0 {
+			limit = min(len(*c.nodes.Load())-1, maxDeclines)
+		}
 		// The picker gives back a node this attempt declined once it has
 		// no other: take it then.
-		last := picks == maxRepicks || (picks > 0 && slices.Contains(info.Tried[len(call.Tried):], st.addr))
+		last := picks >= limit || (picks > 0 && slices.Contains(info.Tried[len(avoid):], st.addr))
 		if c.cfg.slowStart != nil && !last && !c.admit(st) {
 			info.Tried = decline(res, info.Tried)
 			continue

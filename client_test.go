@@ -292,6 +292,44 @@ func TestRegistryUpdatesFollowedWithoutFailures(t *testing.T) {
 	}
 }
 
+// laggingPicker keeps the first node set it is given: a user picker whose
+// updates lag the client's.
+type laggingPicker struct {
+	picker.Picker
+	set atomic.Bool
+}
+
+func (p *laggingPicker) Update(nodes []registry.Node) {
+	if len(nodes) > 0 && !p.set.Swap(true) {
+		p.Picker.Update(nodes)
+	}
+}
+
+// A pick of a node the transport has removed is picked again avoiding it,
+// so a picker whose set lags still lands the call on a node of the set.
+func TestRepickAvoidsRemovedNode(t *testing.T) {
+	servers := rpctest.Start(t, 2, rpctest.Gob)
+	gone, stays := servers[0], servers[1]
+	sets := make(chan []registry.Node)
+	c, err := lbrpc.New(lbrpc.WithRegistry(chanRegistry{sets}), lbrpc.WithPicker(&laggingPicker{Picker: picker.PickFirst()}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	sets <- nodes(gone, stays)
+	sets <- nodes(stays)
+	rpctest.Eventually(t, "the client to take the second set", func() bool { return len(c.Nodes()) == 1 })
+	c.State() // waits for the update to reach the transport
+
+	var reply string
+	if err := c.Call(context.Background(), "Hello.Who", "", &reply); err != nil || reply != stays.Addr {
+		t.Fatalf("reply, err = %q, %v; want %q from the node that stays", reply, err, stays.Addr)
+	}
+	if gone.Calls() != 0 {
+		t.Fatalf("removed node served %d calls", gone.Calls())
+	}
+}
+
 // A removed node is drained: its call in flight completes, then its
 // connection closes.
 func TestRemovedNodeDrains(t *testing.T) {
@@ -436,6 +474,56 @@ func TestNewRejectsBadOptions(t *testing.T) {
 			if err == nil {
 				c.Close()
 				t.Fatal("New succeeded, want an error")
+			}
+		})
+	}
+}
+
+// refusingRegistry cannot be watched.
+type refusingRegistry struct{}
+
+func (refusingRegistry) Watch(context.Context) (registry.Watcher, error) {
+	return nil, errors.New("refused")
+}
+
+// When New fails, it closes WithTransport's transport, whichever step
+// fails and wherever the option stands: the client owns it from New on.
+func TestNewClosesTransportOnError(t *testing.T) {
+	static := lbrpc.WithRegistry(registry.Static("127.0.0.1:1"))
+	for _, tc := range []struct {
+		name string
+		opts func(tr transport.Transport) []lbrpc.Option
+	}{
+		{"bad option before it", func(tr transport.Transport) []lbrpc.Option {
+			return []lbrpc.Option{static, lbrpc.WithRetry(-1), lbrpc.WithTransport(tr)}
+		}},
+		{"no registry", func(tr transport.Transport) []lbrpc.Option {
+			return []lbrpc.Option{lbrpc.WithTransport(tr)}
+		}},
+		{"middleware conflict", func(tr transport.Transport) []lbrpc.Option {
+			return []lbrpc.Option{static, lbrpc.WithTransport(tr), lbrpc.WithChain(), lbrpc.WithRetry(1)}
+		}},
+		{"transport options with it", func(tr transport.Transport) []lbrpc.Option {
+			return []lbrpc.Option{static, lbrpc.WithTransport(tr), lbrpc.WithTransportOptions(transport.WithDialTimeout(time.Second))}
+		}},
+		{"registry refuses", func(tr transport.Transport) []lbrpc.Option {
+			return []lbrpc.Option{lbrpc.WithRegistry(refusingRegistry{}), lbrpc.WithTransport(tr)}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tr, err := transport.New()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tr.Close()
+			c, err := lbrpc.New(tc.opts(tr)...)
+			if err == nil {
+				c.Close()
+				t.Fatal("New succeeded, want an error")
+			}
+			var reply string
+			if err := tr.Call(context.Background(), "127.0.0.1:1", "Hello.Say", "x", &reply); !errors.Is(err, transport.ErrClosed) {
+				t.Fatalf("a call on the transport after New failed: %v, want transport.ErrClosed", err)
 			}
 		})
 	}

@@ -3,6 +3,7 @@ package lbrpc_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
 	"testing"
@@ -354,6 +355,66 @@ func TestNodeBreakerRefusalIsUnsent(t *testing.T) {
 	}
 }
 
+// An attempt declines as many refusing nodes as the set has before it
+// gives up: with five half-open nodes ahead of a healthy one in PickFirst's
+// order, each with its probe in flight, a call still reaches the healthy
+// node.
+func TestNodeBreakerRefusalsDeclinedAcrossTheSet(t *testing.T) {
+	servers := rpctest.Start(t, 6, rpctest.Gob)
+	bad, good := servers[:5], servers[5]
+	c := newClient(t, servers,
+		lbrpc.WithPicker(picker.PickFirst()),
+		lbrpc.WithTransportOptions(transport.WithMaxTimeouts(1<<20)),
+		lbrpc.WithOutlierDetection(lbrpc.OutlierDetection{Disable: true}),
+		lbrpc.WithNodeBreaker(gobreaker.Settings{ReadyToTrip: middleware.ConsecutiveFailures(1), Timeout: time.Second}),
+	)
+	mustCall(t, c, 1)
+	for _, s := range bad {
+		s.SetLatency(time.Hour)
+	}
+	halfOpen := func() bool {
+		for _, s := range bad {
+			if st := stateOf(t, c, s.Addr); !st.Ready || st.Breaker != gobreaker.StateHalfOpen {
+				return false
+			}
+		}
+		return !c.Panicking()
+	}
+	// PickFirst trips the bad nodes' breakers one after the other.
+	hangUntil(t, c, "every bad node's breaker to open", func() bool {
+		for _, s := range bad {
+			if stateOf(t, c, s.Addr).Breaker == gobreaker.StateClosed {
+				return false
+			}
+		}
+		return true
+	})
+	for _, s := range bad {
+		s.SetLatency(4 * time.Second) // the probes stay in flight to the end
+	}
+	rpctest.Eventually(t, "every bad node to return half-open", halfOpen)
+
+	// Each call takes the first node whose breaker lets a probe through.
+	probes := make(chan error, len(bad))
+	for i, s := range bad {
+		base := s.Calls()
+		go func() { probes <- callWithin(c, 10*time.Second) }()
+		rpctest.Eventually(t, fmt.Sprintf("the probe of bad node %d", i), func() bool { return s.Calls() > base })
+	}
+	served := good.Calls()
+	if err := callWithin(c, 10*time.Second); err != nil {
+		t.Fatalf("call with five probes in flight: %v, want it served by the healthy node", err)
+	}
+	if good.Calls() != served+1 {
+		t.Fatalf("healthy node served %d calls, want 1", good.Calls()-served)
+	}
+	for range bad {
+		if err := <-probes; err != nil {
+			t.Fatalf("probe: %v", err)
+		}
+	}
+}
+
 // healthCheck is a fast health check for tests.
 var healthCheck = lbrpc.HealthCheck{Interval: 10 * time.Millisecond, Timeout: time.Second, Unhealthy: 2, Healthy: 2}
 
@@ -437,6 +498,37 @@ func TestHealthCheckPanic(t *testing.T) {
 	mustCall(t, c, 10)
 	if servers[0].Calls() != base0 {
 		t.Fatal("the unhealthy node got calls after panic mode ended")
+	}
+}
+
+// In panic mode slow start is set aside, and State says so: a node that
+// returns while the client panics has its full share.
+func TestPanicModeSetsSlowStartAside(t *testing.T) {
+	servers := rpctest.Start(t, 4, rpctest.Gob)
+	c := newClient(t, servers, isolated(
+		lbrpc.WithHealthCheck(healthCheck),
+		lbrpc.WithSlowStart(lbrpc.SlowStart{Window: time.Hour}),
+		lbrpc.WithPanicThreshold(75),
+	)...)
+	mustCall(t, c, 4)
+	for _, s := range servers[1:] {
+		s.SetServing(false)
+	}
+	rpctest.Eventually(t, "panic mode with one node of four ready", func() bool {
+		return c.Panicking() && !stateOf(t, c, servers[1].Addr).Ready
+	})
+	servers[1].SetServing(true)
+	rpctest.Eventually(t, "the node to return", func() bool { return stateOf(t, c, servers[1].Addr).Ready })
+	if !c.Panicking() {
+		t.Fatal("not panicking with two nodes of four ready and a threshold of 75%")
+	}
+	if s := stateOf(t, c, servers[1].Addr); s.Share != 1 {
+		t.Fatalf("returned node's share in panic mode = %v, want 1", s.Share)
+	}
+	servers[2].SetServing(true)
+	rpctest.Eventually(t, "panic mode to end", func() bool { return stateOf(t, c, servers[2].Addr).Ready && !c.Panicking() })
+	if s := stateOf(t, c, servers[1].Addr); s.Share >= 1 {
+		t.Fatalf("returned node's share after panic mode = %v, want below 1: it slow starts", s.Share)
 	}
 }
 

@@ -150,7 +150,8 @@ func WithTimeout(d time.Duration) Option {
 	}
 }
 
-// WithTransport sets the transport. The client owns it: Close closes it.
+// WithTransport sets the transport. The client owns it from New on: Close
+// closes it, and so does New when it fails.
 func WithTransport(t transport.Transport) Option {
 	return func(c *config) error {
 		if t == nil {

@@ -43,11 +43,13 @@ type NodeState struct {
 	// true when health checks are off or none has failed enough yet.
 	Healthy bool
 	// Share is the part of its full share of traffic the node gets: below 1
-	// while it slow starts (WithSlowStart), 1 otherwise.
+	// while it slow starts (WithSlowStart) outside panic mode, 1 otherwise.
 	Share float64
 	// InFlight is the number of calls in flight to the node: the picker's
-	// count when it reports loads (picker.LoadReporter), else the
-	// transport's when it is a *transport.Pool, else 0.
+	// count when it reports loads (picker.LoadReporter) and has the node,
+	// else the transport's when it is a *transport.Pool (which counts
+	// health checks too), else 0. A node outside the ready set is not the
+	// picker's: its figure is the transport's.
 	InFlight int64
 	// Latency is the picker's EWMA of the node's latency when it reports
 	// loads (picker.LoadReporter), else 0.
@@ -81,6 +83,7 @@ func (c *Client) State() []NodeState {
 	nodes := *c.nodes.Load()
 	states := *c.states.Load()
 	now := c.cfg.now()
+	panicking := c.panicked.Load() // slow start is set aside then
 	out := make([]NodeState, len(nodes))
 	for i, n := range nodes {
 		st := states[n.Addr]
@@ -95,6 +98,9 @@ func (c *Client) State() []NodeState {
 			Healthy:   st.healthy.Load(),
 			Share:     c.share(st, now),
 			InFlight:  inFlight[n.Addr],
+		}
+		if panicking {
+			s.Share = 1
 		}
 		if st.ejected {
 			s.EjectedUntil = st.until

@@ -31,12 +31,16 @@ import (
 // where a random key would. A retry walks on from the key's node to the
 // first node not in Info.Tried. Drained nodes (Weight 0) are off the ring
 // unless every node is drained; other weights are not used. What the
-// picker counts survives Update for the nodes that stay. It implements
+// picker counts survives Update for the nodes that stay, and so do the
+// calls in flight of a node that leaves and returns. It implements
 // LoadReporter (in-flight calls and failures).
 //
 // Update builds the ring in O(points); the ring is capped at 2^20 points
-// (about 12 MiB) by giving each node fewer. Pick and Done do not block or
-// allocate; the picker is safe for concurrent use.
+// (about 12 MiB) by giving each node fewer. Past the cap (above 10,485
+// nodes with the default 100 replicas) a change of the set can change
+// every node's number of points, and then moves more than 1/N of the keys.
+// Pick and Done do not block or allocate; the picker is safe for concurrent
+// use.
 func ConsistentHash(opts ...ConsistentHashOption) Picker {
 	p := &consistentHash{replicas: 100, c: 1.25}
 	for _, o := range opts {
@@ -84,6 +88,9 @@ func WithKey(ctx context.Context, key string) context.Context {
 
 // KeyFrom returns the key WithKey put in ctx, and whether there is one.
 func KeyFrom(ctx context.Context) (string, bool) {
+	if ctx == nil {
+		return "", false
+	}
 	k, ok := ctx.Value(keyCtx{}).(string)
 	return k, ok
 }

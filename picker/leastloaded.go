@@ -42,7 +42,9 @@ import (
 // in flight to it, so it is not flooded before its first answer.
 //
 // What the picker learned of a node survives Update for as long as the node
-// stays in the set. Drained nodes (Weight 0) get no calls unless every node
+// stays in the set; a node that leaves with calls in flight (the client
+// takes out nodes that fail their checks) and returns starts afresh but for
+// those calls, which are still counted. Drained nodes (Weight 0) get no calls unless every node
 // is drained; other weights are not used. A retry prefers the nodes not in
 // Info.Tried. The picker implements LoadReporter.
 //
@@ -96,7 +98,8 @@ func WithNewNodePenalty(d time.Duration) LeastLoadedOption {
 // WithErrorPenalty sets the least latency a failed attempt counts as in
 // LeastLoaded's average (failures are errors other than rpc.ServerError and
 // context errors). Set it well above the latency of a healthy node, for
-// example near the call timeout. d <= 0 keeps the default, 1s.
+// example near the call timeout. d <= 0 keeps the default, 1s; values above
+// about 18 minutes, the most a sample counts as, count as that.
 func WithErrorPenalty(d time.Duration) LeastLoadedOption {
 	return func(p *leastLoaded) {
 		if d > 0 {
@@ -292,7 +295,7 @@ func (p *leastLoaded) clock() int64 {
 
 // exp is math.Exp, by a Taylor polynomial near 0, where the picker's
 // arguments nearly always are (stamps milliseconds apart, a decay window of
-// seconds): relative error below 3e-7 there, and a third of the cost. Large
+// seconds): relative error below 7e-7 there, and a third of the cost. Large
 // arguments are clamped so that the result stays finite and non-zero.
 func exp(x float64) float64 {
 	if x > -1.0/16 && x < 1.0/16 {

@@ -332,6 +332,14 @@ func TestExp(t *testing.T) {
 			t.Errorf("Exp(%v) = %v, want %v", x, got, want)
 		}
 	}
+	// The polynomial's range, edges included, where its error is largest.
+	for x := -1.0/16 + 1e-12; x < 1.0/16; x += 1.0 / 4096 {
+		for _, x := range []float64{x, math.Nextafter(1.0/16, 0)} {
+			if got, want := picker.Exp(x), math.Exp(x); math.Abs(got-want) > 7e-7*want {
+				t.Fatalf("Exp(%v) = %v, want %v within 7e-7", x, got, want)
+			}
+		}
+	}
 }
 
 func TestLeastLoadedServersThatDoNotQueue(t *testing.T) {

@@ -15,7 +15,8 @@ import (
 // every call at once with an error has few calls in flight and draws more
 // of them. Prefer LeastLoaded unless that trade is wanted.
 //
-// What the picker counts survives Update for the nodes that stay. Drained
+// What the picker counts survives Update for the nodes that stay, and so do
+// the calls in flight of a node that leaves and returns. Drained
 // nodes (Weight 0) get no calls unless every node is drained; other weights
 // are not used. A retry prefers the nodes not in Info.Tried. The picker
 // implements LoadReporter (in-flight calls and failures).

@@ -88,7 +88,8 @@ type Load struct {
 	// latency divided by 1 + the node's other calls in flight), in which
 	// failures count as at least its error penalty. For a caller that makes
 	// one call at a time it is plain latency. Zero before the node's first
-	// outcome and for pickers that do not track latency.
+	// outcome other than a cancellation, and for pickers that do not track
+	// latency.
 	Latency time.Duration
 	// Failures counts the node's attempts that ended in an error other than
 	// an rpc.ServerError (the node answered) or context.Canceled (the caller

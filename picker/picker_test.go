@@ -101,6 +101,24 @@ func TestEmpty(t *testing.T) {
 	}
 }
 
+// A nil context is a call without a key, not a panic, for every picker.
+func TestNilContext(t *testing.T) {
+	for _, bp := range builtins {
+		p := bp.new()
+		p.Update(nodes(3))
+		//lint:ignore SA1012 a nil context is what is tested
+		res, err := p.Pick(nil, picker.Info{}) //nolint:staticcheck
+		if err != nil {
+			t.Fatalf("%s: Pick(nil, …): %v", bp.name, err)
+		}
+		res.Finish(picker.DoneInfo{})
+	}
+	//lint:ignore SA1012 a nil context is what is tested
+	if k, ok := picker.KeyFrom(nil); ok || k != "" { //nolint:staticcheck
+		t.Fatalf("KeyFrom(nil) = %q, %v; want no key", k, ok)
+	}
+}
+
 func TestTried(t *testing.T) {
 	tests := []struct {
 		name  string
@@ -402,6 +420,74 @@ func TestLoads(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A node that leaves the set with calls in flight and comes back (the
+// client takes a node out when a health check fails, an ejection or an open
+// breaker, and puts it back when it recovers) finds its calls in flight
+// counted, and their Dones land on it; its latency and failures start
+// afresh, as a new node's.
+func TestRejoinKeepsCallsInFlight(t *testing.T) {
+	for _, mk := range []func() picker.Picker{
+		func() picker.Picker { return picker.LeastLoaded() },
+		picker.LeastRequest,
+		func() picker.Picker { return picker.ConsistentHash() },
+	} {
+		p := mk()
+		lr := p.(picker.LoadReporter)
+		t.Run(fmt.Sprintf("%T", p), func(t *testing.T) {
+			ns := nodes(2)
+			p.Update(ns[:1])
+			first, _ := p.Pick(context.Background(), picker.Info{})
+			first.Finish(picker.DoneInfo{Err: errors.New("reset"), Latency: time.Millisecond})
+			var held []picker.Result
+			for range 10 {
+				res, err := p.Pick(context.Background(), picker.Info{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				held = append(held, res)
+			}
+			p.Update(ns[1:]) // node 0 out, its 10 calls in flight
+			p.Update(ns[1:]) // a second update while it is out keeps it
+			p.Update(ns)     // and back
+			got := lr.Loads()
+			if got[0].Addr != addr(0) || got[0].InFlight != 10 || got[0].Failures != 0 || got[0].Latency != 0 {
+				t.Fatalf("node 0 back in the set: %+v, want 10 in flight, no failures, no latency yet", got[0])
+			}
+			// With 10 calls in flight it is the busier node: calls go to
+			// node 1 until they end.
+			for range 20 {
+				if n := pick(t, p); n.Addr != addr(1) {
+					t.Fatalf("a pick went to node 0, with 10 calls in flight against none")
+				}
+			}
+			for _, res := range held {
+				res.Finish(picker.DoneInfo{Latency: time.Millisecond})
+			}
+			if n := inFlight(lr); n != 0 {
+				t.Fatalf("after every Done, %d calls in flight", n)
+			}
+		})
+	}
+}
+
+// A node that left with no call in flight comes back as a new node.
+func TestRejoinIdleIsNew(t *testing.T) {
+	p := picker.LeastRequest()
+	ns := nodes(2)
+	p.Update(ns)
+	for range 4 {
+		res, _ := p.Pick(context.Background(), picker.Info{})
+		res.Finish(picker.DoneInfo{Err: errors.New("reset")})
+	}
+	p.Update(ns[1:])
+	p.Update(ns)
+	for _, l := range p.(picker.LoadReporter).Loads() {
+		if l.Addr == addr(0) && l.Failures != 0 {
+			t.Fatalf("node 0 back after leaving idle: %+v, want no failures", l)
+		}
 	}
 }
 

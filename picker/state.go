@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/rpc"
+	"runtime"
 	"sync/atomic"
 
 	"github.com/lbrpc/lbrpc/registry"
@@ -74,6 +75,23 @@ func (s *nodeState) finish(d DoneInfo) {
 	}
 }
 
+// rejoin forgets what was learned of a node that left the set and comes
+// back, as if it were new, but for its calls in flight. Dones of those
+// calls may be running: the estimate is cleared under its lock.
+func (s *nodeState) rejoin() {
+	s.failures.Store(0)
+	for {
+		st, ok := s.lockEstimate()
+		if ok {
+			s.batch.Store(0)
+			s.ewma.Store(0)
+			s.stamp.Store(st)
+			return
+		}
+		runtime.Gosched() // a Done holds the estimate for a few instructions
+	}
+}
+
 // load returns the calls in flight; never negative, even if a caller calls
 // Done twice.
 func (s *nodeState) load() int64 { return max(s.inflight.Load(), 0) }
@@ -108,14 +126,30 @@ type loadSnapshot struct {
 	nodes  []registry.Node // the serving nodes (see serving)
 	states []*nodeState    // states[i] is the state of nodes[i]: what p2c reads, dense, so that its random reads touch few lines
 	all    []*nodeState    // every node of the set, drained ones included, in set order
+	gone   []*nodeState    // nodes that left the set with calls in flight (see newLoadSnapshot)
 }
+
+// maxGone bounds the states a snapshot keeps of nodes that left the set.
+const maxGone = 1024
 
 // newLoadSnapshot builds the snapshot for nodes, reusing old's state for the
 // addresses that stay and calling fresh for the others.
+//
+// The client takes a node out of the set whenever it stops being fit to
+// serve (a failed health check, an ejection, an open breaker) and puts it
+// back when it recovers, often with calls still in flight. The state of a
+// node that leaves with calls in flight is kept, so that a node that comes
+// back finds them counted, and those calls' Dones land on the state its
+// picks read; what the picker learned of its latency and failures is
+// forgotten, as for a new node.
 func newLoadSnapshot(old *loadSnapshot, nodes []registry.Node, fresh func(addr string) *nodeState) *loadSnapshot {
 	prev := make(map[string]*nodeState, len(old.all))
 	for _, st := range old.all {
 		prev[st.addr] = st
+	}
+	left := make(map[string]*nodeState, len(old.gone))
+	for _, st := range old.gone {
+		left[st.addr] = st
 	}
 	s := &loadSnapshot{all: make([]*nodeState, 0, len(nodes))}
 	byAddr := make(map[string]*nodeState, len(nodes))
@@ -125,10 +159,21 @@ func newLoadSnapshot(old *loadSnapshot, nodes []registry.Node, fresh func(addr s
 		}
 		st := prev[n.Addr]
 		if st == nil {
-			st = fresh(n.Addr)
+			if st = left[n.Addr]; st != nil {
+				st.rejoin()
+			} else {
+				st = fresh(n.Addr)
+			}
 		}
 		byAddr[n.Addr] = st
 		s.all = append(s.all, st)
+	}
+	for _, states := range [][]*nodeState{old.all, old.gone} {
+		for _, st := range states {
+			if _, stays := byAddr[st.addr]; !stays && st.load() > 0 && len(s.gone) < maxGone {
+				s.gone = append(s.gone, st)
+			}
+		}
 	}
 	for _, n := range serving(nodes) {
 		st := byAddr[n.Addr]

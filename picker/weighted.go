@@ -114,7 +114,7 @@ func schedule(w []int) []int32 {
 	for _, x := range w {
 		total += x
 	}
-	if total*len(w) <= smoothBudget {
+	if uint64(total)*uint64(len(w)) <= smoothBudget { // no overflow where int has 32 bits
 		return smooth(w, total)
 	}
 	return edf(w, total)

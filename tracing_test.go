@@ -71,7 +71,7 @@ func TestTracingEndToEnd(t *testing.T) {
 	}
 	for _, s := range calls {
 		a := attrs(s)
-		if s.Name() != "Hello.Say" || a["rpc.system"].AsString() != "go_net_rpc" ||
+		if s.Name() != "Hello/Say" || a["rpc.system"].AsString() != "go_net_rpc" ||
 			a["rpc.service"].AsString() != "Hello" || a["rpc.method"].AsString() != "Say" {
 			t.Errorf("client span %q has attributes %v", s.Name(), a)
 		}

@@ -85,11 +85,12 @@ func ConsecutiveFailures(n uint32) func(gobreaker.Counts) bool {
 }
 
 // FailureRatio returns a ReadyToTrip that opens the breaker when at least
-// minRequests were counted and the share of failures reaches ratio.
-// Excluded calls (see CircuitBreaker) are not counted.
+// minRequests calls have ended and the share of failures among them reaches
+// ratio. Excluded calls (see CircuitBreaker) and calls still in flight
+// (which gobreaker counts in Counts.Requests) are not counted.
 func FailureRatio(ratio float64, minRequests uint32) func(gobreaker.Counts) bool {
 	return func(c gobreaker.Counts) bool {
-		n := c.Requests - min(c.TotalExclusions, c.Requests)
-		return n >= minRequests && float64(c.TotalFailures) >= ratio*float64(n)
+		n := uint64(c.TotalSuccesses) + uint64(c.TotalFailures)
+		return n >= uint64(minRequests) && float64(c.TotalFailures) >= ratio*float64(n)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"net/rpc"
 	"slices"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -364,16 +365,20 @@ func TestFailureRatio(t *testing.T) {
 		want  bool
 	}{
 		{0.5, 4, gobreaker.Counts{Requests: 3, TotalFailures: 3}, false},
-		{0.5, 4, gobreaker.Counts{Requests: 4, TotalFailures: 2}, true},
-		{0.5, 4, gobreaker.Counts{Requests: 4, TotalFailures: 1}, false},
-		{0.5, 4, gobreaker.Counts{Requests: 10, TotalFailures: 5}, true},
-		{0.5, 4, gobreaker.Counts{Requests: 10, TotalFailures: 4}, false},
-		{1, 1, gobreaker.Counts{Requests: 2, TotalFailures: 1}, false},
+		{0.5, 4, gobreaker.Counts{Requests: 4, TotalSuccesses: 2, TotalFailures: 2}, true},
+		{0.5, 4, gobreaker.Counts{Requests: 4, TotalSuccesses: 3, TotalFailures: 1}, false},
+		{0.5, 4, gobreaker.Counts{Requests: 10, TotalSuccesses: 5, TotalFailures: 5}, true},
+		{0.5, 4, gobreaker.Counts{Requests: 10, TotalSuccesses: 6, TotalFailures: 4}, false},
+		{1, 1, gobreaker.Counts{Requests: 2, TotalSuccesses: 1, TotalFailures: 1}, false},
 		{1, 1, gobreaker.Counts{Requests: 2, TotalFailures: 2}, true},
-		{0, 0, gobreaker.Counts{Requests: 1, TotalFailures: 0}, true},
+		{0, 0, gobreaker.Counts{Requests: 1, TotalSuccesses: 1}, true},
 		// Excluded calls count neither way.
-		{0.5, 4, gobreaker.Counts{Requests: 10, TotalExclusions: 6, TotalFailures: 2}, true},
-		{0.5, 4, gobreaker.Counts{Requests: 10, TotalExclusions: 7, TotalFailures: 2}, false},
+		{0.5, 4, gobreaker.Counts{Requests: 10, TotalExclusions: 6, TotalSuccesses: 2, TotalFailures: 2}, true},
+		{0.5, 4, gobreaker.Counts{Requests: 10, TotalExclusions: 7, TotalSuccesses: 1, TotalFailures: 2}, false},
+		// Nor do calls in flight: Requests counts them, before they end.
+		{0.5, 4, gobreaker.Counts{Requests: 10, TotalFailures: 4}, true},
+		{0.5, 4, gobreaker.Counts{Requests: 13, TotalSuccesses: 1, TotalFailures: 3}, true},
+		{0.25, 4, gobreaker.Counts{Requests: 4, TotalFailures: 1}, false},
 	} {
 		if got := middleware.FailureRatio(tc.ratio, tc.min)(tc.c); got != tc.want {
 			t.Errorf("FailureRatio(%v, %d)(%+v) = %v, want %v", tc.ratio, tc.min, tc.c, got, tc.want)
@@ -486,4 +491,50 @@ func BenchmarkCircuitBreaker(b *testing.B) {
 			}
 		})
 	})
+}
+
+// FailureRatio judges the calls that ended: calls in flight (which gobreaker
+// counts in Requests before they run) neither dilute the share of failures
+// nor make up minRequests.
+func TestFailureRatioIgnoresCallsInFlight(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		ratio     float64
+		min       uint32
+		inFlight  int
+		failures  int
+		wantTrips bool
+	}{
+		{"dilution", 0.5, 4, 10, 6, true},
+		{"min met by in-flight", 0.25, 4, 3, 1, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cb := middleware.CircuitBreaker(gobreaker.Settings{ReadyToTrip: middleware.FailureRatio(tc.ratio, tc.min), Timeout: time.Minute})
+			release := make(chan struct{})
+			var wg sync.WaitGroup
+			var entered sync.WaitGroup
+			entered.Add(tc.inFlight)
+			slow := cb(func(context.Context, *middleware.Call) error { entered.Done(); <-release; return nil })
+			for range tc.inFlight {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					_ = slow(context.Background(), &middleware.Call{ServiceMethod: "S.M"})
+				}()
+			}
+			entered.Wait()
+			failing := cb(func(context.Context, *middleware.Call) error {
+				return &transport.Error{Addr: "a:1", Op: transport.OpDial, Err: syscall.ECONNREFUSED}
+			})
+			for range tc.failures {
+				_ = failing(context.Background(), &middleware.Call{ServiceMethod: "S.M"})
+			}
+			err := failing(context.Background(), &middleware.Call{ServiceMethod: "S.M"})
+			close(release)
+			wg.Wait()
+			if tripped := errors.Is(err, middleware.ErrCircuitOpen); tripped != tc.wantTrips {
+				t.Errorf("%d completed calls, all failed, %d in flight: tripped=%v, want %v", tc.failures, tc.inFlight, tripped, tc.wantTrips)
+			}
+		})
+	}
 }

@@ -29,7 +29,8 @@ const budgetCap = 100 * 1000
 // 20%) plus minPerSecond retries per second (banked for up to ten
 // seconds). At most 100 retries' worth of
 // deposits are kept. Values are clamped: ratio to [0, 100], minPerSecond
-// to [0, 1e6]; NaN counts as zero.
+// to [0, 1e6]; NaN counts as zero. The ratio is kept in thousandths, so a
+// ratio below 0.001 allows no retries of its own.
 func NewRetryBudget(ratio, minPerSecond float64) *RetryBudget {
 	ratio, minPerSecond = clamp(ratio, 100), clamp(minPerSecond, 1e6)
 	// As in Finagle, the floor holds ten seconds' worth of retries.

@@ -10,16 +10,17 @@ import (
 )
 
 // ErrRateLimited is returned when the client-wide rate limit refuses a call:
-// at once in FailFast mode, or in Wait mode when the token would come only
-// after the ctx deadline.
+// at once in FailFast mode; in Wait mode when the token would come only
+// after the ctx deadline, or never (a limiter whose burst is 0).
 var ErrRateLimited = errors.New("lbrpc: rate limited")
 
 // RateLimitMode says what a call does when no token is free.
 type RateLimitMode int
 
 const (
-	// Wait blocks until a token is free or ctx ends. A wait that would
-	// outlast the ctx deadline is not begun: the call fails at once with
+	// Wait blocks until a token is free, ctx ends, or the client closes
+	// (the call then fails with ErrClosed). A wait that would outlast the
+	// ctx deadline is not begun: the call fails at once with
 	// ErrRateLimited.
 	Wait RateLimitMode = iota
 	// FailFast fails the call at once with ErrRateLimited.

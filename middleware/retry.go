@@ -10,6 +10,8 @@ import (
 	"slices"
 	"syscall"
 	"time"
+
+	"github.com/lbrpc/lbrpc/picker"
 )
 
 // RetryPolicy configures Retry. Zero fields take the documented defaults.
@@ -46,6 +48,11 @@ type RetryPolicy struct {
 // NonIdempotent are not retried then. An rpc.ServerError (the method ran and
 // failed) is never retried by default. Each retry goes through the picker
 // again, which prefers a node the call has not tried.
+//
+// When retries run out, Retry returns the errors of the attempts joined
+// (errors.Join), or the one error of a call that had no retry. If ctx ends
+// or the client closes (Call.Closing) during a backoff, the call ends at
+// once and the error joins ctx's error or ErrClosed to the attempts'.
 func Retry(p RetryPolicy) Middleware {
 	if p.BaseBackoff <= 0 {
 		p.BaseBackoff = 10 * time.Millisecond
@@ -66,6 +73,7 @@ func Retry(p RetryPolicy) Middleware {
 				return err
 			}
 			var errs []error
+			var cut error // why a backoff was cut short: the ctx's error, or ErrClosed
 			// This link counts its own retries: call.Attempt numbers the
 			// attempts of the whole call, which another Retry around this
 			// one, or a Call made by hand, may have moved already.
@@ -77,8 +85,11 @@ func Retry(p RetryPolicy) Middleware {
 				// Withdraw only after the sleep, when the retry is surely
 				// made; the check before it spares a sleep with no retry
 				// after it.
-				if !p.Budget.allows(time.Now()) || !sleep(ctx, call.Closing, d) || !p.Budget.withdraw(time.Now()) {
+				if !p.Budget.allows(time.Now()) {
 					break // err is the last error: joined once, below
+				}
+				if cut = sleep(ctx, call.Closing, d); cut != nil || !p.Budget.withdraw(time.Now()) {
+					break
 				}
 				errs = append(errs, err)
 				if call.Addr != "" {
@@ -89,6 +100,11 @@ func Retry(p RetryPolicy) Middleware {
 				if err = next(ctx, call); err == nil {
 					return nil
 				}
+			}
+			if cut != nil {
+				// The call ends for that reason, not for the last attempt's
+				// error, which is kept beside it.
+				return errors.Join(append(errs, err, cut)...)
 			}
 			if errs == nil {
 				return err
@@ -130,20 +146,29 @@ func (p *RetryPolicy) window(n int) time.Duration {
 	return min(d, p.MaxBackoff)
 }
 
-// sleep waits d, reporting false if ctx ends or closing fires first.
-func sleep(ctx context.Context, closing <-chan struct{}, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
+// sleep waits d. It returns ctx's error if ctx ends first, ErrClosed if
+// closing fires first, nil once d has passed.
+func sleep(ctx context.Context, closing <-chan struct{}, d time.Duration) error {
+	if d > 0 {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-closing:
+			return ErrClosed
+		}
 	}
-	t := time.NewTimer(d)
-	defer t.Stop()
+	// Either may have happened just as the timer fired, or during no wait.
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	select {
-	case <-t.C:
-		return ctx.Err() == nil // ctx may have ended just as the timer fired
-	case <-ctx.Done():
-		return false
 	case <-closing:
-		return false
+		return ErrClosed
+	default:
+		return nil
 	}
 }
 
@@ -162,6 +187,11 @@ func Retryable(err error) bool {
 	}
 	if Unsent(err) {
 		return true
+	}
+	// Before the network errors: the client wraps ErrNoNodes with the
+	// registry's error, often a net.Error, which says nothing of a node.
+	if errors.Is(err, picker.ErrNoNodes) || errors.Is(err, ErrClosed) || errors.Is(err, ErrCircuitOpen) || errors.Is(err, ErrRateLimited) {
+		return false
 	}
 	if errors.Is(err, rpc.ErrShutdown) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
 		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/rpc"
 	"slices"
 	"strings"
@@ -59,6 +60,9 @@ func TestRetryable(t *testing.T) {
 		{"call canceled", &transport.Error{Addr: "a:1", Op: transport.OpCall, Err: context.Canceled}, false},
 		{"call deadline", &transport.Error{Addr: "a:1", Op: transport.OpCall, Err: context.DeadlineExceeded}, false},
 		{"no nodes", picker.ErrNoNodes, false},
+		// As the client reports it while the registry fails, with a net.Error.
+		{"no nodes, registry's DNS error", fmt.Errorf("%w (registry: %w)", picker.ErrNoNodes, &net.DNSError{Err: "server misbehaving", Name: "_rpc._tcp.example.com", IsTemporary: true}), false},
+		{"no nodes, registry's EOF", fmt.Errorf("%w (registry: %w)", picker.ErrNoNodes, io.ErrUnexpectedEOF), false},
 		{"client closed", transport.ErrClosed, false},
 		{"circuit open", middleware.ErrCircuitOpen, false},
 		{"rate limited", middleware.ErrRateLimited, false},
@@ -378,14 +382,28 @@ func TestRetryCancelDuringBackoff(t *testing.T) {
 	cancel()
 	select {
 	case err := <-done:
-		if !errors.Is(err, syscall.ECONNREFUSED) {
-			t.Fatalf("err = %v, want the attempt's error", err)
+		if !errors.Is(err, context.Canceled) || !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Fatalf("err = %v, want context.Canceled with the attempt's error", err)
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("Retry still sleeping after ctx was cancelled")
 	}
 	if got := f.attempts(); got != 1 {
 		t.Fatalf("attempts = %d, want 1", got)
+	}
+}
+
+// A client closed before a retry without backoff: the retry is not made.
+func TestRetryClosedWithoutBackoff(t *testing.T) {
+	f := always(dialErr)
+	closing := make(chan struct{})
+	close(closing)
+	p := middleware.RetryPolicy{Max: 3, BaseBackoff: time.Nanosecond, MaxBackoff: time.Nanosecond,
+		Budget: middleware.NewRetryBudget(100, 0)}
+	call := &middleware.Call{ServiceMethod: "S.M", Closing: closing}
+	err := middleware.Retry(p)(f.invoke)(context.Background(), call)
+	if !errors.Is(err, middleware.ErrClosed) || f.attempts() != 1 {
+		t.Fatalf("err = %v after %d attempts, want ErrClosed after 1", err, f.attempts())
 	}
 }
 
@@ -662,8 +680,11 @@ func TestRetryClosingDuringBackoff(t *testing.T) {
 	close(closing)
 	select {
 	case err := <-done:
-		if !errors.Is(err, syscall.ECONNREFUSED) {
-			t.Fatalf("err = %v, want the attempt's error", err)
+		if !errors.Is(err, middleware.ErrClosed) || !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Fatalf("err = %v, want ErrClosed with the attempt's error", err)
+		}
+		if got := middleware.ErrorType(err); got != "closed" {
+			t.Fatalf("ErrorType(%v) = %q, want closed", err, got)
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("Retry still sleeping after Closing fired")

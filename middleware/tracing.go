@@ -3,6 +3,8 @@ package middleware
 import (
 	"context"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
@@ -18,10 +20,12 @@ const tracerName = "github.com/lbrpc/lbrpc/middleware"
 // value in the semantic conventions, so lbrpc uses this one.
 const RPCSystem = "go_net_rpc"
 
-// Tracing returns middleware that makes one client span per call, named by
-// the service method ("HelloService.Say"), with the attributes rpc.system,
-// rpc.service and rpc.method. An error is recorded on the span and sets its
-// status. A nil tp means the global TracerProvider.
+// Tracing returns middleware that makes one client span per call, named
+// "Service/Method" as the semantic conventions name RPC spans
+// ("HelloService/Say" for a call of "HelloService.Say"), with the
+// attributes rpc.system, rpc.service and rpc.method, given when the span
+// starts so that samplers see them. An error is recorded on the span and
+// sets its status. A nil tp means the global TracerProvider.
 //
 // Attempts are traced by TracingAttempts, placed inside Retry, as child
 // spans; lbrpc.WithTracing installs both.
@@ -32,20 +36,12 @@ func Tracing(tp trace.TracerProvider) Middleware {
 		return func(next Invoker) Invoker { return next }
 	}
 	tracer := tracerOf(tp)
-	// Made once: an option converted to an interface per call allocates.
-	start := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindClient)}
+	var starts spanStarts
 	return func(next Invoker) Invoker {
 		return func(ctx context.Context, call *Call) error {
-			ctx, span := tracer.Start(ctx, call.ServiceMethod, start...)
+			st := starts.get(call.ServiceMethod)
+			ctx, span := tracer.Start(ctx, st.name, st.opts...)
 			defer span.End()
-			if span.IsRecording() {
-				svc, method := splitMethod(call.ServiceMethod)
-				span.SetAttributes(
-					semconv.RPCSystemKey.String(RPCSystem),
-					semconv.RPCService(svc),
-					semconv.RPCMethod(method),
-				)
-			}
 			err := next(ctx, call)
 			if err != nil && span.IsRecording() {
 				span.RecordError(err)
@@ -57,19 +53,20 @@ func Tracing(tp trace.TracerProvider) Middleware {
 }
 
 // TracingAttempts returns middleware that makes one child span per attempt,
-// named "<Service.Method> attempt", with the attempt number
-// (lbrpc.attempt, 0 for the first) and the node (server.address,
-// server.port). It belongs inside Retry, under Tracing: when the context
-// carries no recording span (no Tracing outside, or the call not sampled) it
-// makes no span. A nil tp means the global TracerProvider.
+// named "Service/Method attempt", with the attempt number (lbrpc.attempt,
+// 0 for the first) and the node (server.address, server.port). It belongs
+// inside Retry, under Tracing: when the context carries no recording span
+// (no Tracing outside, or the call not sampled) it makes no span. A nil tp
+// means the global TracerProvider.
 func TracingAttempts(tp trace.TracerProvider) Middleware {
 	tracer := tracerOf(tp)
+	var starts spanStarts
 	return func(next Invoker) Invoker {
 		return func(ctx context.Context, call *Call) error {
 			if !trace.SpanFromContext(ctx).IsRecording() {
 				return next(ctx, call) // the call is not sampled
 			}
-			ctx, span := tracer.Start(ctx, call.ServiceMethod+" attempt")
+			ctx, span := tracer.Start(ctx, starts.get(call.ServiceMethod).attempt)
 			defer span.End()
 			err := next(ctx, call)
 			span.SetAttributes(AttemptKey.Int(call.Attempt))
@@ -83,6 +80,41 @@ func TracingAttempts(tp trace.TracerProvider) Middleware {
 			return err
 		}
 	}
+}
+
+// spanStarts caches, per service method, what its spans start with: names
+// and options made per call would allocate. Bounded as recordOpts is.
+type spanStarts struct {
+	m sync.Map // service method -> *spanStart
+	n atomic.Int64
+}
+
+type spanStart struct {
+	name, attempt string                  // "Service/Method", "Service/Method attempt"
+	opts          []trace.SpanStartOption // the call span's: kind client, the rpc.* attributes
+}
+
+func (c *spanStarts) get(serviceMethod string) *spanStart {
+	if v, ok := c.m.Load(serviceMethod); ok {
+		return v.(*spanStart)
+	}
+	svc, method := splitMethod(serviceMethod)
+	name := method
+	if svc != "" {
+		name = svc + "/" + method
+	}
+	st := &spanStart{name: name, attempt: name + " attempt", opts: []trace.SpanStartOption{
+		trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(semconv.RPCSystemKey.String(RPCSystem), semconv.RPCService(svc), semconv.RPCMethod(method)),
+	}}
+	if c.n.Load() >= maxCached {
+		return st
+	}
+	if v, loaded := c.m.LoadOrStore(serviceMethod, st); loaded {
+		return v.(*spanStart)
+	}
+	c.n.Add(1)
+	return st
 }
 
 // AttemptKey is the attribute of an attempt span that numbers it.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/rpc"
+	"sync"
 	"testing"
 
 	"go.opentelemetry.io/otel"
@@ -69,6 +70,51 @@ func (d dropNamed) ShouldSample(p sdktrace.SamplingParameters) sdktrace.Sampling
 
 func (d dropNamed) Description() string { return "drop " + string(d) }
 
+// seenBySampler records the attributes the sampler is given for each span.
+type seenBySampler struct {
+	mu    sync.Mutex
+	attrs map[string][]attribute.KeyValue
+}
+
+func (s *seenBySampler) ShouldSample(p sdktrace.SamplingParameters) sdktrace.SamplingResult {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.attrs[p.Name] = p.Attributes
+	return sdktrace.SamplingResult{Decision: sdktrace.RecordAndSample}
+}
+
+func (s *seenBySampler) Description() string { return "records what it sees" }
+
+// The call span's rpc.* attributes are given at its start, where a sampler
+// sees them, as the semantic conventions ask; and the same start serves
+// every call of a method (it is cached), methods without a service too.
+func TestTracingSamplerSeesAttributes(t *testing.T) {
+	sampler := &seenBySampler{attrs: map[string][]attribute.KeyValue{}}
+	tp, _ := newRecorder(t, sampler)
+	send := func(context.Context, *middleware.Call) error { return nil }
+	mw := middleware.Tracing(tp)(send)
+	for range 2 {
+		for _, sm := range []string{"HelloService.Say", "pkg.Svc.Get", "Bare"} {
+			if err := mw(context.Background(), &middleware.Call{ServiceMethod: sm}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for name, want := range map[string][3]string{
+		"HelloService/Say": {"go_net_rpc", "HelloService", "Say"},
+		"pkg.Svc/Get":      {"go_net_rpc", "pkg.Svc", "Get"},
+		"Bare":             {"go_net_rpc", "", "Bare"},
+	} {
+		got := map[attribute.Key]string{}
+		for _, kv := range sampler.attrs[name] {
+			got[kv.Key] = kv.Value.AsString()
+		}
+		if got["rpc.system"] != want[0] || got["rpc.service"] != want[1] || got["rpc.method"] != want[2] {
+			t.Errorf("span %q: the sampler saw %v, want rpc.system, rpc.service and rpc.method %v", name, sampler.attrs[name], want)
+		}
+	}
+}
+
 func TestTracingCallSpan(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -94,8 +140,8 @@ func TestTracingCallSpan(t *testing.T) {
 				t.Fatalf("%d spans, want 1", len(spans))
 			}
 			s := spans[0]
-			if s.Name() != "HelloService.Say" || s.SpanKind() != trace.SpanKindClient {
-				t.Errorf("span = %q kind %v, want %q kind client", s.Name(), s.SpanKind(), "HelloService.Say")
+			if s.Name() != "HelloService/Say" || s.SpanKind() != trace.SpanKindClient {
+				t.Errorf("span = %q kind %v, want %q kind client", s.Name(), s.SpanKind(), "HelloService/Say")
 			}
 			if s.Parent().IsValid() {
 				t.Errorf("span has parent %v, want a root span", s.Parent())
@@ -185,13 +231,13 @@ func TestTracingAttempts(t *testing.T) {
 				t.Fatalf("%d spans for %d attempts, want one per attempt and one for the call", len(spans), n)
 			}
 			callSpan := spans[n] // ends last
-			if callSpan.Name() != "HelloService.Say" {
+			if callSpan.Name() != "HelloService/Say" {
 				t.Fatalf("last span = %q, want the call span", callSpan.Name())
 			}
 			checkStatus(t, callSpan, err)
 			for k, s := range spans[:n] {
-				if s.Name() != "HelloService.Say attempt" {
-					t.Errorf("attempt %d: span name %q, want %q", k, s.Name(), "HelloService.Say attempt")
+				if s.Name() != "HelloService/Say attempt" {
+					t.Errorf("attempt %d: span name %q, want %q", k, s.Name(), "HelloService/Say attempt")
 				}
 				if !s.Parent().Equal(callSpan.SpanContext()) {
 					t.Errorf("attempt %d: parent %v, want the call span %v", k, s.Parent(), callSpan.SpanContext())
@@ -269,7 +315,7 @@ func TestTracingNotSampled(t *testing.T) {
 		{"parent based, never sample", sdktrace.ParentBased(sdktrace.NeverSample())},
 		// The attempt spans would be sampled on their own: TracingAttempts
 		// must skip them because the call span is not.
-		{"call span dropped", dropNamed("HelloService.Say")},
+		{"call span dropped", dropNamed("HelloService/Say")},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tp, sr := newRecorder(t, tc.sampler)
@@ -317,14 +363,14 @@ func TestTracingGlobalProvider(t *testing.T) {
 		middleware.Retry(fast(middleware.RetryPolicy{Max: 1})),
 		middleware.TracingAttempts(nil),
 	)(f.invoke)
-	if err := invoke(context.Background(), &middleware.Call{ServiceMethod: "HelloService.Say"}); err != nil {
+	if err := invoke(context.Background(), &middleware.Call{ServiceMethod: "HelloService/Say"}); err != nil {
 		t.Fatalf("err = %v", err)
 	}
 	var names []string
 	for _, s := range sr.Ended() {
 		names = append(names, s.Name())
 	}
-	want := []string{"HelloService.Say attempt", "HelloService.Say attempt", "HelloService.Say"}
+	want := []string{"HelloService/Say attempt", "HelloService/Say attempt", "HelloService/Say"}
 	if len(names) != len(want) {
 		t.Fatalf("spans %q, want %q from the global provider", names, want)
 	}

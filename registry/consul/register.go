@@ -264,14 +264,19 @@ func (r *Registration) run(ctx context.Context) {
 
 // heartbeat reports the TTL check passing, registering again if that fails.
 func (r *Registration) heartbeat(ctx context.Context) {
-	ctx, cancel := context.WithTimeout(ctx, max(r.ttl/3, time.Millisecond))
+	timeout := max(r.ttl/3, time.Millisecond)
+	uctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	err := r.client.Agent().UpdateTTLOpts(r.checkID, "", api.HealthPassing, (&api.QueryOptions{}).WithContext(ctx))
+	err := r.client.Agent().UpdateTTLOpts(r.checkID, "", api.HealthPassing, (&api.QueryOptions{}).WithContext(uctx))
+	// An update that ran out of its own time failed, and is reported; one
+	// cut short because the registration is ending is not.
 	if err == nil || ctx.Err() != nil {
 		return
 	}
 	r.report(fmt.Errorf("lbrpc/registry/consul: TTL update of %q: %w", r.checkID, err))
-	if err := r.register(ctx); err != nil && ctx.Err() == nil {
+	rctx, rcancel := context.WithTimeout(ctx, timeout)
+	defer rcancel()
+	if err := r.register(rctx); err != nil && ctx.Err() == nil {
 		r.report(err)
 	}
 }

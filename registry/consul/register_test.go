@@ -209,6 +209,34 @@ func TestRegisterRecoversForgottenInstance(t *testing.T) {
 	await(t, watch(t, c, "web"), []registry.Node{node("10.0.0.1:4000", 1, nil)})
 }
 
+// A TTL update that runs out of its time (the agent hangs) is reported
+// through WithErrorHandler, as a failed update is; the registration ending
+// is not.
+func TestRegisterReportsTimedOutUpdate(t *testing.T) {
+	a, c := newAgent(t)
+	reported := make(chan error, 100)
+	reg := register(t, context.Background(), c, &api.AgentServiceRegistration{Name: "web", Address: "10.0.0.1", Port: 4000},
+		consul.WithTTL(150*time.Millisecond), consul.WithErrorHandler(func(err error) { reported <- err }))
+	a.SetStalled(true)
+	select {
+	case err := <-reported:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("reported %v, want the TTL update's deadline", err)
+		}
+	case <-time.After(patience):
+		t.Fatal("a TTL update the agent never answered was not reported")
+	}
+	a.SetStalled(false)
+	if err := reg.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	for len(reported) > 0 {
+		if err := <-reported; errors.Is(err, context.Canceled) {
+			t.Errorf("the registration's end was reported: %v", err)
+		}
+	}
+}
+
 func TestRegisterTCPCheck(t *testing.T) {
 	a, c := newAgent(t)
 	w := watch(t, c, "web")

@@ -17,6 +17,8 @@ import (
 
 // ErrNotFound matches (errors.Is) a LookupError for a name that has no
 // usable records: NXDOMAIN, or a name without records of the wanted type.
+// A name whose SRV records all have invalid targets fails with the
+// resolver's error instead, which ErrNotFound does not match.
 var ErrNotFound = errors.New("lbrpc/registry/dns: no records")
 
 // LookupError is what Watcher.Next returns when a resolution fails. The

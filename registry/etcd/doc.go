@@ -13,7 +13,8 @@
 //
 //	{"addr": "10.0.0.1:8080", "weight": 1, "meta": {"zone": "eu-1"}}
 //
-// A missing weight means 1 and a missing addr means the key's last part.
+// A missing weight means 1 and a missing addr means the key's <addr> part:
+// everything after "<service>/", slashes included.
 // Unknown fields are ignored. Service names may not contain "/". Anything can
 // write these keys, for example etcdctl; Register is the usual way.
 //

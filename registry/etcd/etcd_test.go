@@ -12,6 +12,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/goleak"
+	"google.golang.org/grpc/connectivity"
 
 	"github.com/lbrpc/lbrpc/registry"
 	"github.com/lbrpc/lbrpc/registry/etcd"
@@ -286,6 +287,37 @@ func TestUnreachableAtStart(t *testing.T) {
 		t.Fatalf("first Next = %v, %v; want nil, ErrUnreachable", res.nodes, res.err)
 	}
 	c.restore()
+	rec.until("snapshot", func(res result) bool { return res.err == nil }, noEmptySet(t))
+}
+
+// A client whose connection has already failed (TRANSIENT_FAILURE, where
+// gRPC stays while etcd is down) when Watch is called: the first Next still
+// reports ErrUnreachable, rather than waiting for a state change that does
+// not come. Several watchers, as the monitor and the first attempt race.
+func TestUnreachableBeforeWatch(t *testing.T) {
+	c := startCluster(t)
+	register(t, c.directClient(t), "svc", registry.Node{Addr: "10.0.0.1:1", Weight: 1}, 10*time.Second)
+	c.fail()
+	cli := c.client(t)
+	cli.ActiveConnection().Connect()
+	deadline := time.Now().Add(wait)
+	for cli.ActiveConnection().GetState() != connectivity.TransientFailure {
+		if time.Now().After(deadline) {
+			t.Fatal("the connection never failed")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond) // into gRPC's reconnect backoff: no state change soon
+	reg := newRegistry(t, cli, "svc")
+	for i := range 8 {
+		rec := watch(t, reg)
+		if res := rec.next(); !errors.Is(res.err, etcd.ErrUnreachable) || res.nodes != nil {
+			t.Fatalf("watcher %d: first Next = %v, %v; want nil, ErrUnreachable", i, res.nodes, res.err)
+		}
+		rec.stop()
+	}
+	c.restore()
+	rec := watch(t, reg)
 	rec.until("snapshot", func(res result) bool { return res.err == nil }, noEmptySet(t))
 }
 

@@ -310,6 +310,12 @@ func (w *watcher) beginAttempt(ctx context.Context) (context.Context, func()) {
 	default:
 	}
 	w.mu.Lock()
+	if w.unreachable {
+		// The monitor saw the failure before this attempt began, and sees
+		// no new one while the connection stays down: the client would
+		// wait for it to be ready, without end.
+		cancel(ErrUnreachable)
+	}
 	w.cancelAttempt = cancel
 	w.mu.Unlock()
 	return actx, func() {

@@ -74,6 +74,7 @@ type Agent struct {
 	services    map[string]*service
 	checks      map[string]*check
 	down        bool
+	stalled     bool
 	errStatus   int
 	brokenIndex *uint64
 	requests    []Request
@@ -158,6 +159,15 @@ func (a *Agent) SetDown(down bool) {
 	defer a.mu.Unlock()
 	a.down = down
 	a.wakeLocked()
+}
+
+// SetStalled makes the agent hang (true): every new request is read and
+// then held without an answer until its client gives up or the agent is
+// closed, as a wedged agent does. False answers new requests again.
+func (a *Agent) SetStalled(stalled bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.stalled = stalled
 }
 
 // SetErrorStatus makes every request, blocked ones included, fail with the
@@ -301,7 +311,7 @@ func (a *Agent) serve(w http.ResponseWriter, r *http.Request) {
 	a.mu.Lock()
 	a.requests = append(a.requests, Request{Method: r.Method, Path: r.URL.Path, Query: r.URL.Query(), At: time.Now()})
 	a.mu.Unlock()
-	if a.fault(w) {
+	if a.fault(w, r) {
 		return
 	}
 	p := r.URL.Path
@@ -321,11 +331,17 @@ func (a *Agent) serve(w http.ResponseWriter, r *http.Request) {
 
 // fault answers the request as the agent's failure mode says and reports
 // whether it did.
-func (a *Agent) fault(w http.ResponseWriter) bool {
+func (a *Agent) fault(w http.ResponseWriter, r *http.Request) bool {
 	a.mu.Lock()
-	down, code := a.down, a.errStatus
+	down, stalled, code := a.down, a.stalled, a.errStatus
 	a.mu.Unlock()
 	switch {
+	case stalled:
+		select {
+		case <-r.Context().Done():
+		case <-a.closed:
+		}
+		return true
 	case down:
 		hangUp(w)
 		return true

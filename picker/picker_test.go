@@ -37,6 +37,20 @@ func pick(t *testing.T, p picker.Picker) registry.Node {
 	return pickCtx(t, p, context.Background())
 }
 
+// hold picks n first attempts and returns them, their Dones not called.
+func hold(t *testing.T, p picker.Picker, n int) []picker.Result {
+	t.Helper()
+	out := make([]picker.Result, 0, n)
+	for range n {
+		res, err := p.Pick(context.Background(), picker.Info{})
+		if err != nil {
+			t.Fatalf("Pick: %v", err)
+		}
+		out = append(out, res)
+	}
+	return out
+}
+
 func pickCtx(t *testing.T, p picker.Picker, ctx context.Context, tried ...string) registry.Node {
 	t.Helper()
 	res, err := p.Pick(ctx, picker.Info{ServiceMethod: "HelloService.Say", Tried: tried})
@@ -359,6 +373,13 @@ func TestConcurrentPickUpdate(t *testing.T) {
 	}
 }
 
+// loadPickers make the pickers that count calls in flight (LoadReporters).
+var loadPickers = []func() picker.Picker{
+	func() picker.Picker { return picker.LeastLoaded() },
+	picker.LeastRequest,
+	func() picker.Picker { return picker.ConsistentHash() },
+}
+
 func TestLoadReporters(t *testing.T) {
 	for _, bp := range builtins {
 		_, ok := bp.new().(picker.LoadReporter)
@@ -372,11 +393,7 @@ func TestLoadReporters(t *testing.T) {
 func TestLoads(t *testing.T) {
 	// Loads lists every node of the set, drained ones too, in set order,
 	// and its counts survive an Update for the nodes that stay.
-	for _, mk := range []func() picker.Picker{
-		func() picker.Picker { return picker.LeastLoaded() },
-		picker.LeastRequest,
-		func() picker.Picker { return picker.ConsistentHash() },
-	} {
+	for _, mk := range loadPickers {
 		p := mk()
 		lr := p.(picker.LoadReporter)
 		t.Run(fmt.Sprintf("%T", p), func(t *testing.T) {
@@ -429,11 +446,7 @@ func TestLoads(t *testing.T) {
 // counted, and their Dones land on it; its latency and failures start
 // afresh, as a new node's.
 func TestRejoinKeepsCallsInFlight(t *testing.T) {
-	for _, mk := range []func() picker.Picker{
-		func() picker.Picker { return picker.LeastLoaded() },
-		picker.LeastRequest,
-		func() picker.Picker { return picker.ConsistentHash() },
-	} {
+	for _, mk := range loadPickers {
 		p := mk()
 		lr := p.(picker.LoadReporter)
 		t.Run(fmt.Sprintf("%T", p), func(t *testing.T) {
@@ -441,14 +454,7 @@ func TestRejoinKeepsCallsInFlight(t *testing.T) {
 			p.Update(ns[:1])
 			first, _ := p.Pick(context.Background(), picker.Info{})
 			first.Finish(picker.DoneInfo{Err: errors.New("reset"), Latency: time.Millisecond})
-			var held []picker.Result
-			for range 10 {
-				res, err := p.Pick(context.Background(), picker.Info{})
-				if err != nil {
-					t.Fatal(err)
-				}
-				held = append(held, res)
-			}
+			held := hold(t, p, 10)
 			p.Update(ns[1:]) // node 0 out, its 10 calls in flight
 			p.Update(ns[1:]) // a second update while it is out keeps it
 			p.Update(ns)     // and back
@@ -533,14 +539,7 @@ func TestFinish(t *testing.T) {
 			t.Run(fmt.Sprintf("%s/done=%t", bp.name, viaDone), func(t *testing.T) {
 				p := bp.new()
 				p.Update(nodes(3))
-				var results []picker.Result
-				for range 6 {
-					res, err := p.Pick(context.Background(), picker.Info{})
-					if err != nil {
-						t.Fatal(err)
-					}
-					results = append(results, res)
-				}
+				results := hold(t, p, 6)
 				lr, counts := p.(picker.LoadReporter)
 				if counts {
 					if got := inFlight(lr); got != 6 {
@@ -642,11 +641,7 @@ func TestFinishCallsReplacedDone(t *testing.T) {
 // A Done called twice (a caller's bug) does not leave the node's count one
 // low for good: the next call in flight is counted.
 func TestDoubleDoneDoesNotDrift(t *testing.T) {
-	for _, mk := range []func() picker.Picker{
-		func() picker.Picker { return picker.LeastLoaded() },
-		picker.LeastRequest,
-		func() picker.Picker { return picker.ConsistentHash() },
-	} {
+	for _, mk := range loadPickers {
 		p := mk()
 		lr := p.(picker.LoadReporter)
 		p.Update(nodes(1))

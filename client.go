@@ -346,7 +346,7 @@ func (c *Client) attempt(ctx context.Context, call *middleware.Call, avoid []str
 		if st == nil || c.panicked.Load() {
 			break
 		}
-		if picks == 0 {
+		if picks == 0 && (c.cfg.slowStart != nil || st.breaker != nil) { // else nothing declines
 			limit = min(len(*c.nodes.Load())-1, maxDeclines)
 		}
 		// The picker gives back a node this attempt declined once it has

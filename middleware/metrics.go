@@ -6,8 +6,6 @@ import (
 	"net"
 	"net/rpc"
 	"strconv"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel"
@@ -137,23 +135,17 @@ func ErrorType(err error) string {
 }
 
 // recordOpts caches the record options of each attribute combination: an
-// attribute set and the option made of it both allocate, and the
-// combinations are few (methods × nodes × error types). Past maxCached,
-// as nodes come and go over a long life, options are made per record
-// instead, so that the cache cannot grow without bound.
+// attribute set and the option made of it both allocate.
 type recordOpts struct {
-	m sync.Map // optKey -> []metric.RecordOption
-	n atomic.Int64
+	c cache[optKey, []metric.RecordOption]
 }
 
 type optKey struct{ method, addr, errType string }
 
-const maxCached = 4096
-
 func (r *recordOpts) get(method, addr, errType string) []metric.RecordOption {
 	k := optKey{method, addr, errType}
-	if v, ok := r.m.Load(k); ok {
-		return v.([]metric.RecordOption)
+	if v, ok := r.c.load(k); ok {
+		return v
 	}
 	svc, m := splitMethod(method)
 	attrs := []attribute.KeyValue{
@@ -167,15 +159,7 @@ func (r *recordOpts) get(method, addr, errType string) []metric.RecordOption {
 	if errType != "" {
 		attrs = append(attrs, semconv.ErrorTypeKey.String(errType))
 	}
-	opts := []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(attrs...))}
-	if r.n.Load() >= maxCached {
-		return opts
-	}
-	if v, loaded := r.m.LoadOrStore(k, opts); loaded {
-		return v.([]metric.RecordOption)
-	}
-	r.n.Add(1)
-	return opts
+	return r.c.store(k, []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(attrs...))})
 }
 
 // serverAttrs are server.address and server.port of a node address.

@@ -3,8 +3,6 @@ package middleware
 import (
 	"context"
 	"strings"
-	"sync"
-	"sync/atomic"
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
@@ -83,10 +81,9 @@ func TracingAttempts(tp trace.TracerProvider) Middleware {
 }
 
 // spanStarts caches, per service method, what its spans start with: names
-// and options made per call would allocate. Bounded as recordOpts is.
+// and options made per call would allocate.
 type spanStarts struct {
-	m sync.Map // service method -> *spanStart
-	n atomic.Int64
+	c cache[string, *spanStart]
 }
 
 type spanStart struct {
@@ -95,8 +92,8 @@ type spanStart struct {
 }
 
 func (c *spanStarts) get(serviceMethod string) *spanStart {
-	if v, ok := c.m.Load(serviceMethod); ok {
-		return v.(*spanStart)
+	if st, ok := c.c.load(serviceMethod); ok {
+		return st
 	}
 	svc, method := splitMethod(serviceMethod)
 	name := method
@@ -107,14 +104,7 @@ func (c *spanStarts) get(serviceMethod string) *spanStart {
 		trace.WithSpanKind(trace.SpanKindClient),
 		trace.WithAttributes(semconv.RPCSystemKey.String(RPCSystem), semconv.RPCService(svc), semconv.RPCMethod(method)),
 	}}
-	if c.n.Load() >= maxCached {
-		return st
-	}
-	if v, loaded := c.m.LoadOrStore(serviceMethod, st); loaded {
-		return v.(*spanStart)
-	}
-	c.n.Add(1)
-	return st
+	return c.c.store(serviceMethod, st)
 }
 
 // AttemptKey is the attribute of an attempt span that numbers it.

@@ -156,9 +156,84 @@ func TestServe(t *testing.T) {
 			t.Errorf("%q: got %q, want %q", tc.cmd, got, tc.want)
 		}
 	}
+	// cpu answers with the process's CPU time in nanoseconds, which only grows.
+	var last int64
+	for range 2 {
+		io.WriteString(inW, "cpu\n")
+		got := <-lines
+		n, err := strconv.ParseInt(strings.TrimPrefix(got, "ok "), 10, 64)
+		if !strings.HasPrefix(got, "ok ") || err != nil || n <= 0 || n < last {
+			t.Errorf("cpu: got %q after %d", got, last)
+		}
+		last = n
+	}
 	inW.Close()
 	if err := <-done; err != nil {
 		t.Fatalf("Serve: %v", err)
+	}
+}
+
+// TestKillEveryCell checks that every cell of the kill scenario meets the
+// kill with a client of its own: bare lbrpc (no retry) fails calls in every
+// round. At c=32 enough calls are in flight on node 0 at the kill for
+// outlier detection to eject it for 30 s, so a client kept from one cell to
+// the next would not use node 0 again and fail nothing after the first
+// round.
+func TestKillEveryCell(t *testing.T) {
+	var cmds []*exec.Cmd
+	var log bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	rep, err := bench.Run(ctx, bench.Config{
+		Duration:    300 * time.Millisecond,
+		Warmup:      30 * time.Millisecond,
+		Rounds:      3,
+		Concurrency: []int{32},
+		Clients:     []string{bench.LBRPC},
+		Scenarios:   []string{bench.Kill},
+		Server:      serverCmd(&cmds),
+		Log:         &log,
+	})
+	if err != nil {
+		t.Fatalf("Run: %v\n%s", err, log.String())
+	}
+	r, ok := rep.Find(bench.Kill, bench.LBRPC, 32)
+	if !ok || len(r.Fails) != 3 {
+		t.Fatalf("no result of 3 rounds: %+v", rep.Results)
+	}
+	for i, f := range r.Fails {
+		if f == 0 {
+			t.Errorf("round %d: no failed call, so node 0 was not in use when killed (fails by round: %v)\n%s", i+1, r.Fails, log.String())
+		}
+	}
+	if r.SrvCPU <= 0 {
+		t.Errorf("server CPU not measured: %v", r.SrvCPU)
+	}
+}
+
+// TestCostPerSuccessfulCall checks that failed calls do not dilute the
+// costs per call.
+func TestCostPerSuccessfulCall(t *testing.T) {
+	for _, tc := range []struct {
+		calls, failed int64
+		cpu, want     time.Duration
+		allocs        float64
+	}{
+		{calls: 100, failed: 0, cpu: 100 * time.Microsecond, want: time.Microsecond, allocs: 3},
+		{calls: 100, failed: 50, cpu: 100 * time.Microsecond, want: 2 * time.Microsecond, allocs: 6},
+		{calls: 10, failed: 10, cpu: time.Millisecond, want: 0, allocs: 0},
+		{calls: 0, failed: 0, cpu: 0, want: 0, allocs: 0},
+	} {
+		r := bench.Result{Calls: tc.calls, Failed: tc.failed, CPU: tc.cpu, SrvCPU: tc.cpu, Mallocs: 300}
+		if got := r.CPUPerCall(); got != tc.want {
+			t.Errorf("%d calls, %d failed: CPUPerCall %v, want %v", tc.calls, tc.failed, got, tc.want)
+		}
+		if got := r.ServerCPUPerCall(); got != tc.want {
+			t.Errorf("%d calls, %d failed: ServerCPUPerCall %v, want %v", tc.calls, tc.failed, got, tc.want)
+		}
+		if got := r.AllocsPerCall(); got != tc.allocs {
+			t.Errorf("%d calls, %d failed: AllocsPerCall %v, want %v", tc.calls, tc.failed, got, tc.allocs)
+		}
 	}
 }
 

@@ -4,7 +4,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"time"
 )
 
 // load is a reading of the machine's CPU counters, in clock ticks: all
@@ -34,15 +33,6 @@ func readLoad(serverPid int) load {
 	}
 	l.ours = procTicks("self") + procTicks(strconv.Itoa(serverPid))
 	return l
-}
-
-// clockTick is the unit of the times in /proc/<pid>/stat (USER_HZ), 1/100 s
-// on every Linux architecture Go runs on.
-const clockTick = time.Second / 100
-
-// serverCPU returns the user+system CPU time of process pid so far.
-func serverCPU(pid int) time.Duration {
-	return time.Duration(procTicks(strconv.Itoa(pid))) * clockTick
 }
 
 // procTicks returns a process's user+system time in clock ticks.

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -88,20 +89,41 @@ func (s *serverProc) read() (string, error) {
 
 // do sends one command and waits for its answer.
 func (s *serverProc) do(format string, args ...any) error {
+	_, err := s.ask(fmt.Sprintf(format, args...))
+	return err
+}
+
+// cpu returns the server process's user+system CPU time so far, as the
+// process measures it (getrusage, to the microsecond: /proc's 10 ms ticks
+// would swamp a short cell's figure).
+func (s *serverProc) cpu() (time.Duration, error) {
+	v, err := s.ask("cpu")
+	if err != nil {
+		return 0, err
+	}
+	ns, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("bench: server \"cpu\": answer %q", v)
+	}
+	return time.Duration(ns), nil
+}
+
+// ask sends one command and returns what followed "ok" in its answer.
+func (s *serverProc) ask(cmd string) (string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	cmd := fmt.Sprintf(format, args...)
 	if _, err := fmt.Fprintln(s.stdin, cmd); err != nil {
-		return fmt.Errorf("bench: server %q: %w", cmd, err)
+		return "", fmt.Errorf("bench: server %q: %w", cmd, err)
 	}
 	line, err := s.read()
 	if err != nil {
-		return fmt.Errorf("bench: server %q: %w", cmd, err)
+		return "", fmt.Errorf("bench: server %q: %w", cmd, err)
 	}
-	if line != "ok" {
-		return fmt.Errorf("bench: server %q: %s", cmd, strings.TrimPrefix(line, "error: "))
+	rest, ok := strings.CutPrefix(line, "ok")
+	if !ok || (rest != "" && rest[0] != ' ') {
+		return "", fmt.Errorf("bench: server %q: %s", cmd, strings.TrimPrefix(line, "error: "))
 	}
-	return nil
+	return strings.TrimPrefix(rest, " "), nil
 }
 
 // close ends the server process: stdin closed (Serve returns), then a kill

@@ -98,7 +98,7 @@ var clientNotes = map[string]string{
 	LBRPCFull:       "`lbrpc.Client` with `WithTracing` (no-op provider), `WithRateLimit` (1e9/s, Wait), `WithCircuitBreaker`, `WithRetry(2)`; picker: %s",
 	GoKit:           "go-kit `sd.FixedEndpointer` → `lb.NewRoundRobin` → `lb.Retry(3, 5s)`, a `circuitbreaker.Gobreaker` (sony/gobreaker v1) per endpoint, net/rpc endpoints (`Go` + select on ctx)",
 	LBRPCNoCoalesce: "lbrpc-full with write coalescing off (`transport.WithWriteCoalescing(false)`): one write(2) per request, as net/rpc does",
-	GRPC:            "grpc-go, one `ClientConn`, `round_robin` service config, `resolver/manual` with the 3 addresses, raw-bytes codec (no protobuf) reusing the reply buffer",
+	GRPC:            "grpc-go, one `ClientConn`, `round_robin` service config, `resolver/manual` with the %d addresses, raw-bytes codec (no protobuf) reusing the reply buffer",
 }
 
 // Markdown renders the report as the marked section of docs/benchmarks.md.
@@ -125,15 +125,20 @@ func (r *Report) Markdown(command, chart string) string {
 	p("Clients:\n\n")
 	for _, c := range cfg.Clients {
 		note := clientNotes[c]
-		if c == LBRPCFull {
+		switch c {
+		case LBRPCFull:
 			note = fmt.Sprintf(note, FullChainPickerName)
+		case GRPC:
+			note = fmt.Sprintf(note, cfg.Nodes)
 		}
 		p("- **%s**: %s.\n", c, note)
 	}
 	p("\nBoth breakers (lbrpc-full, go-kit) use gobreaker's defaults but a 1 s open state; both retrying clients make at most 3 attempts. ")
-	p("Raw net/rpc and go-kit have no reconnect of their own: the harness gives both the same lazy redial (at most one dial per node per %v).\n\n", redialBackoff)
-	p("Figures: **calls/s** counts successful calls; latency percentiles are of every call (HdrHistogram, 2 significant digits); ")
-	p("**CPU/call** is user+system time of the client process (getrusage) over calls made, and **server CPU/call** that of the server process (`/proc/<pid>/stat`, 10 ms ticks) over the same calls; **allocs/call** is `runtime.MemStats.Mallocs` over calls made. ")
+	p("Raw net/rpc and go-kit have no reconnect of their own: the harness gives both the same lazy redial (at most one dial per node per %v). ", redialBackoff)
+	p("Every cell makes its client afresh (the warm-up is its first calls) and closes it after, so that nothing a client learned in one cell (a node ejected, a breaker open, latencies) carries over to the next: each client meets every kill with its default settings, lbrpc's outlier detection on.\n\n")
+	p("Figures: **calls/s** counts successful calls; latency percentiles are of the successful calls (HdrHistogram, 2 significant digits), and **failed** counts the others; ")
+	p("**CPU/call** is user+system time of the client process (getrusage) over successful calls, and **server CPU/call** that of the server process (getrusage in that process, read before and after the cell) over the same calls; **allocs/call** is `runtime.MemStats.Mallocs` over successful calls. ")
+	p("Costs are per successful call so that failures costing nothing (a client refusing at once while a node is down) do not make the calls that did the work look cheaper. ")
 	p("Both include the harness's own loop (two `time.Now` and a histogram record per call), the same for every client. ")
 	p("**calls/s** is the median of the rounds, and **rounds' range** the lowest and highest round: a wide range means the machine's other load moved it. ")
 	p("**× net/rpc** is the ratio to raw net/rpc in the same scenario and concurrency of this run: for calls/s the median over rounds of the ratio within each round, in which the clients run one after the other, so that the machine changing speed between rounds cancels out; for CPU and allocations, pooled over the rounds.\n\n")
@@ -194,7 +199,7 @@ func (r *Report) targets(p func(string, ...any)) {
 	p("---:|\n")
 	for _, cl := range cfg.Clients {
 		p("| %s |", cl)
-		best, last := 0.0, 0.0
+		best, top := 0.0, 0.0
 		for _, c := range cfg.Concurrency {
 			res, ok := r.Find(Healthy, cl, c)
 			if !ok {
@@ -202,10 +207,13 @@ func (r *Report) targets(p func(string, ...any)) {
 				continue
 			}
 			t := res.Throughput()
-			best, last = max(best, t), t
+			best = max(best, t)
+			if c == slices.Max(cfg.Concurrency) {
+				top = t
+			}
 			p(" %s |", fmtRate(t))
 		}
-		p(" %.2f |\n", safeDiv(last, best))
+		p(" %.2f |\n", safeDiv(top, best))
 	}
 	p("\n")
 }

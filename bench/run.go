@@ -141,14 +141,15 @@ type Result struct {
 	Concurrency int
 
 	Rates    []float64     // successful calls per second of each round, in round order
+	Fails    []int64       // failed calls of each round, in round order
 	Calls    int64         // calls made in all rounds, failed ones included
 	Failed   int64         // calls that returned an error
 	Elapsed  time.Duration // measured time, all rounds
-	P50      time.Duration // latency percentiles of every call of every round, failed ones included
+	P50      time.Duration // latency percentiles of the successful calls of every round
 	P99      time.Duration
 	P999     time.Duration
 	CPU      time.Duration // user+system CPU of the client process, all rounds
-	SrvCPU   time.Duration // user+system CPU of the server process meanwhile (Linux; 0 elsewhere)
+	SrvCPU   time.Duration // user+system CPU of the server process meanwhile (0 where not measured)
 	Mallocs  uint64        // heap allocations of the client process, all rounds
 	FirstErr string        // the first error, if any
 }
@@ -164,29 +165,37 @@ func (r Result) Spread() (lo, hi float64) {
 	return slices.Min(r.Rates), slices.Max(r.Rates)
 }
 
-// ServerCPUPerCall is the server process's CPU time per call made, 0 where
-// it is not measured.
+// OK is the number of successful calls.
+func (r Result) OK() int64 { return r.Calls - r.Failed }
+
+// The costs are per successful call: a failure that costs nothing (a
+// client refusing at once while a node is down) must not make the calls
+// that did the work look cheaper.
+
+// ServerCPUPerCall is the server process's CPU time per successful call, 0
+// where it is not measured.
 func (r Result) ServerCPUPerCall() time.Duration {
-	if r.Calls == 0 {
+	if r.OK() <= 0 {
 		return 0
 	}
-	return r.SrvCPU / time.Duration(r.Calls)
+	return r.SrvCPU / time.Duration(r.OK())
 }
 
-// CPUPerCall is the client process's CPU time per call made.
+// CPUPerCall is the client process's CPU time per successful call.
 func (r Result) CPUPerCall() time.Duration {
-	if r.Calls == 0 {
+	if r.OK() <= 0 {
 		return 0
 	}
-	return r.CPU / time.Duration(r.Calls)
+	return r.CPU / time.Duration(r.OK())
 }
 
-// AllocsPerCall is the client process's heap allocations per call made.
+// AllocsPerCall is the client process's heap allocations per successful
+// call.
 func (r Result) AllocsPerCall() float64 {
-	if r.Calls == 0 {
+	if r.OK() <= 0 {
 		return 0
 	}
-	return float64(r.Mallocs) / float64(r.Calls)
+	return float64(r.Mallocs) / float64(r.OK())
 }
 
 // Report is the outcome of Run.
@@ -292,9 +301,12 @@ func (h *harness) warmServers(ctx context.Context) error {
 	return err
 }
 
-// scenario measures every client at every concurrency of one scenario. The
-// clients are made for the scenario, so that nothing learned in one carries
-// over. At each concurrency they take turns, round after round, each round
+// scenario measures every client at every concurrency of one scenario.
+// Every cell gets a client of its own, made for it and closed after it, so
+// that nothing one cell taught a client (a node ejected or its breaker
+// open after a kill, latencies learned) carries over to the next, and no
+// idle client's reconnects are charged to the one measured. At each
+// concurrency the clients take turns, round after round, each round
 // starting one client later, so that drift in the state of the machine
 // during the run favours none of them.
 func (h *harness) scenario(ctx context.Context, sc string) ([]Result, error) {
@@ -303,19 +315,6 @@ func (h *harness) scenario(ctx context.Context, sc string) ([]Result, error) {
 	}
 	defer h.srv.do("latency * 0")
 	n := len(h.cfg.Clients)
-	callers := make([]caller, 0, n)
-	defer func() {
-		for _, c := range callers {
-			c.close()
-		}
-	}()
-	for _, name := range h.cfg.Clients {
-		c, err := newCaller(name, h.srv.addrs, h.args)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", name, err)
-		}
-		callers = append(callers, c)
-	}
 	var out []Result
 	for _, conc := range h.cfg.Concurrency {
 		res := make([]Result, n)
@@ -330,12 +329,13 @@ func (h *harness) scenario(ctx context.Context, sc string) ([]Result, error) {
 				if err := ctx.Err(); err != nil {
 					return out, err
 				}
-				if err := h.cell(ctx, callers[i], sc, conc, &res[i], all[i]); err != nil {
-					return out, fmt.Errorf("%s c=%d: %w", h.cfg.Clients[i], conc, err)
+				name := h.cfg.Clients[i]
+				if err := h.freshCell(ctx, name, sc, conc, &res[i], all[i]); err != nil {
+					return out, fmt.Errorf("%s c=%d: %w", name, conc, err)
 				}
 				r := res[i]
 				fmt.Fprintf(h.cfg.Log, "%-8s %-10s c=%-4d round %d  %9.0f calls/s  cpu/call %-8v allocs/call %5.1f  failed %d\n",
-					sc, r.Client, conc, round+1, r.Rates[len(r.Rates)-1], r.CPUPerCall(), r.AllocsPerCall(), r.Failed)
+					sc, r.Client, conc, round+1, r.Rates[len(r.Rates)-1], r.CPUPerCall(), r.AllocsPerCall(), r.Fails[len(r.Fails)-1])
 			}
 		}
 		for i := range res {
@@ -346,6 +346,16 @@ func (h *harness) scenario(ctx context.Context, sc string) ([]Result, error) {
 		out = append(out, res...)
 	}
 	return out, nil
+}
+
+// freshCell makes client name, measures one cell with it, and closes it.
+func (h *harness) freshCell(ctx context.Context, name, sc string, conc int, res *Result, all *hdrhistogram.Histogram) error {
+	c, err := newCaller(name, h.srv.addrs, h.args)
+	if err != nil {
+		return err
+	}
+	defer c.close()
+	return h.cell(ctx, c, sc, conc, res, all)
 }
 
 // setLatency sets the servers' latency for a scenario.
@@ -379,23 +389,31 @@ func (h *harness) cell(ctx context.Context, c caller, sc string, conc int, res *
 	for _, hist := range h.hists[:conc] {
 		hist.Reset()
 	}
-	var ctl sync.WaitGroup
-	var ctlErr error
-	stop := make(chan struct{})
-	if sc == Kill {
-		ctl.Go(func() { ctlErr = h.killRestart(stop) })
-	}
 	runtime.GC()
 	var ms0, ms1 runtime.MemStats
 	runtime.ReadMemStats(&ms0)
-	cpu0, srv0 := cpuTime(), serverCPU(h.srv.cmd.Process.Pid)
+	srv0, err := h.srv.cpu()
+	if err != nil {
+		return err
+	}
+	cpu0 := cpuTime()
+	var ctl sync.WaitGroup
+	var ctlErr error
+	stop := make(chan struct{})
 	start := time.Now()
+	if sc == Kill {
+		ctl.Go(func() { ctlErr = h.killRestart(start, stop) })
+	}
 	w, err := h.drive(ctx, c, conc, h.cfg.Duration, true)
 	elapsed := time.Since(start)
-	cpu, srv := cpuTime()-cpu0, serverCPU(h.srv.cmd.Process.Pid)-srv0
+	cpu := cpuTime() - cpu0
 	runtime.ReadMemStats(&ms1)
 	close(stop)
 	ctl.Wait()
+	srv1, srvErr := h.srv.cpu()
+	if err == nil {
+		err = srvErr
+	}
 	if err != nil {
 		return err
 	}
@@ -403,11 +421,12 @@ func (h *harness) cell(ctx context.Context, c caller, sc string, conc int, res *
 		return ctlErr
 	}
 	res.Rates = append(res.Rates, float64(w.calls-w.failed)/elapsed.Seconds())
+	res.Fails = append(res.Fails, w.failed)
 	res.Calls += w.calls
 	res.Failed += w.failed
 	res.Elapsed += elapsed
 	res.CPU += cpu
-	res.SrvCPU += srv
+	res.SrvCPU += srv1 - srv0
 	res.Mallocs += ms1.Mallocs - ms0.Mallocs
 	if res.FirstErr == "" {
 		res.FirstErr = w.firstErr
@@ -418,11 +437,13 @@ func (h *harness) cell(ctx context.Context, c caller, sc string, conc int, res *
 	return nil
 }
 
-// killRestart kills node 0 a third of the way into the cell and restarts it
-// at two thirds, and restarts it in any case before returning.
-func (h *harness) killRestart(stop <-chan struct{}) error {
+// killRestart kills node 0 a third of the way into the cell that started
+// at start and restarts it at two thirds, and restarts it in any case
+// before returning. Both times count from start, so that the time the kill
+// command takes does not push the restart later.
+func (h *harness) killRestart(start time.Time, stop <-chan struct{}) error {
 	third := h.cfg.Duration / 3
-	t := time.NewTimer(third)
+	t := time.NewTimer(time.Until(start.Add(third)))
 	defer t.Stop()
 	select {
 	case <-t.C:
@@ -432,7 +453,7 @@ func (h *harness) killRestart(stop <-chan struct{}) error {
 	if err := h.srv.do("kill 0"); err != nil {
 		return err
 	}
-	t.Reset(third)
+	t.Reset(time.Until(start.Add(2 * third)))
 	select {
 	case <-t.C:
 	case <-stop:
@@ -477,7 +498,7 @@ func (h *harness) drive(ctx context.Context, c caller, conc int, d time.Duration
 						t.firstErr = err.Error()
 					}
 				}
-				if record {
+				if record && err == nil {
 					hist.RecordValue(min(int64(lat), hist.HighestTrackableValue()))
 				}
 			}

@@ -29,11 +29,12 @@ type Addrs struct {
 // each a net/rpc server (gob over TCP, rpc.ServeConn) and a gRPC server,
 // serving the echo method. It prints their Addrs as one line of JSON on out,
 // then obeys the commands read from in, one a line, answering each with
-// "ok" or "error: <why>":
+// "ok" (cpu: "ok <nanoseconds>") or "error: <why>":
 //
 //	latency <i|*> <duration>   delay node i's answers (or every node's)
 //	kill <i>                   close node i's listeners and connections
 //	restart <i>                listen again on node i's addresses
+//	cpu                        the process's user+system CPU time so far (getrusage; 0 where not measured)
 //	ping
 //
 // When in ends (the parent closed it, or died) Serve stops every node and
@@ -70,7 +71,9 @@ func Serve(in io.Reader, out io.Writer, nodes int) error {
 	sc := bufio.NewScanner(in)
 	for sc.Scan() {
 		reply := "ok"
-		if err := command(ns, strings.Fields(sc.Text())); err != nil {
+		if f := strings.Fields(sc.Text()); len(f) == 1 && f[0] == "cpu" {
+			reply = "ok " + strconv.FormatInt(int64(cpuTime()), 10)
+		} else if err := command(ns, f); err != nil {
 			reply = "error: " + err.Error()
 		}
 		if _, err := fmt.Fprintln(out, reply); err != nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/xml"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -181,5 +182,38 @@ PASS
 	}
 	if _, err := parseSimTable(strings.Replace(out, "--- PASS", "--- FAIL", 1)); err == nil {
 		t.Error("a failed test's output parsed without error")
+	}
+}
+
+// TestRateCountsSuccesses checks that calls/s counts successful calls
+// only, as compare does.
+func TestRateCountsSuccesses(t *testing.T) {
+	for _, tc := range []struct {
+		calls, errs int
+		elapsed     time.Duration
+		want        float64
+	}{
+		{calls: 100, errs: 0, elapsed: time.Second, want: 100},
+		{calls: 100, errs: 40, elapsed: time.Second, want: 60},
+		{calls: 100, errs: 100, elapsed: time.Second, want: 0},
+		{calls: 10, errs: 0, elapsed: 0, want: 0},
+	} {
+		if got := (result{Calls: tc.calls, Errors: tc.errs, Elapsed: tc.elapsed}).Rate(); got != tc.want {
+			t.Errorf("%d calls, %d errors in %v: Rate %v, want %v", tc.calls, tc.errs, tc.elapsed, got, tc.want)
+		}
+	}
+}
+
+// TestTargetsWithoutHealthyP99 checks that a healthy cell with no
+// successful call (p99 zero) writes no infinite or undefined ratio.
+func TestTargetsWithoutHealthyP99(t *testing.T) {
+	r := &report{Config: defaultConfig(), Results: []result{
+		{Scenario: "healthy", Picker: "LeastLoaded", Calls: 10, Errors: 10},
+		{Scenario: "slow", Picker: "LeastLoaded", Calls: 10, P99: time.Millisecond},
+	}}
+	var b strings.Builder
+	r.targets(func(format string, args ...any) { fmt.Fprintf(&b, format, args...) })
+	if s := b.String(); strings.Contains(s, "Inf") || strings.Contains(s, "NaN") {
+		t.Errorf("targets wrote an undefined ratio:\n%s", s)
 	}
 }

@@ -76,7 +76,7 @@ func (r *report) Markdown(command, chart string) string {
 		"no slow start. Rows `-noOD` turn outlier detection off, to show the picker alone. ConsistentHash calls carry one of %s keys, drawn at random. |\n",
 		cfg.Nodes, thousands(cfg.Keys))
 	p("| figures | latency percentiles (nearest rank) are of the successful calls, timed around `Client.Call`; every call of the fresh client counts, from its first (no warm-up); " +
-		"**errors** are failed calls; **node 0** is node 0's share of the attempts, counted in the client's transport; **p99 ÷ healthy** is the row's p99 over the same picker's p99 in the healthy scenario; " +
+		"**calls/s** is successful calls over the cell's time, from its first call to its last answer; **errors** are failed calls; **node 0** is node 0's share of the attempts, counted in the client's transport; **p99 ÷ healthy** is the row's p99 over the same picker's p99 in the healthy scenario; " +
 		"**ejected** says whether node 0 was ejected when the cell ended |\n\n")
 
 	p("Scenarios (node 0 is also the first node of the set, which PickFirst sticks to):\n\n")
@@ -159,7 +159,7 @@ func (r *report) Markdown(command, chart string) string {
 func (r *report) targets(p func(string, ...any)) {
 	h, ok1 := r.find("healthy", "LeastLoaded")
 	s, ok2 := r.find("slow", "LeastLoaded")
-	if !ok1 || !ok2 {
+	if !ok1 || !ok2 || h.P99 <= 0 { // no p99 without a successful call
 		return
 	}
 	p("### Target, measured in this run\n\n")

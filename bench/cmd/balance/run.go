@@ -182,12 +182,13 @@ type result struct {
 	FirstErr         string
 }
 
-// Rate is the cell's calls per second.
+// Rate is the cell's successful calls per second, as compare counts them:
+// a picker whose calls fail fast must not look faster for it.
 func (r result) Rate() float64 {
 	if r.Elapsed <= 0 {
 		return 0
 	}
-	return float64(r.Calls) / r.Elapsed.Seconds()
+	return float64(r.Calls-r.Errors) / r.Elapsed.Seconds()
 }
 
 // report is one run's results.

@@ -181,6 +181,13 @@ func (r *Report) targets(p func(string, ...any)) {
 		bound := float64(runtime.NumCPU()) / full.ServerCPUPerCall().Seconds()
 		p("| (bound) calls/s of a client costing no CPU, against servers taking lbrpc-full's server CPU per call (%s) on %d cores, over grpc-go's | %.2f× (%s/s) | — |\n",
 			fmtDur(full.ServerCPUPerCall()), runtime.NumCPU(), bound/g.Throughput(), fmtRate(bound))
+		// Calls/s go as the machine's CPU over the CPU a call takes, client
+		// and servers together (every client leaves the cores about as idle
+		// as the others): 2.5× grpc-go's calls/s needs 1/2.5 of its cost.
+		need := (g.CPUPerCall() + g.ServerCPUPerCall()) * 2 / 5
+		p("| (needed) CPU per call, client and servers together, for 2.5× grpc-go's calls/s: grpc-go's (%s + %s) ÷ 2.5, against lbrpc-full's (%s + %s) | %s against %s | — |\n",
+			fmtDur(g.CPUPerCall()), fmtDur(g.ServerCPUPerCall()), fmtDur(full.CPUPerCall()), fmtDur(full.ServerCPUPerCall()),
+			fmtDur(need), fmtDur(full.CPUPerCall()+full.ServerCPUPerCall()))
 	}
 	p("\nThe chain's added cost in CPU and allocations, without the network, is measured by `BenchmarkChain` (below).\n\n")
 

@@ -3,6 +3,7 @@ package lbrpc_test
 import (
 	"context"
 	"errors"
+	"net"
 	"net/rpc"
 	"strings"
 	"sync"
@@ -778,6 +779,31 @@ func TestRetryGoesElsewhereButNotForServerErrors(t *testing.T) {
 	}
 	if got := servers[2].Calls() - base; got != 1 {
 		t.Fatalf("application error ran %d times, want 1 (no retry)", got)
+	}
+}
+
+// A dial that runs out of the dial timeout (a node that drops SYNs) is the
+// node's failure, not the caller's deadline: it is retried elsewhere and
+// counts against the node.
+func TestDialTimeoutRetriedAndCounted(t *testing.T) {
+	servers := rpctest.Start(t, 1, rpctest.Gob)
+	const black = "127.0.0.1:9"
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var d net.Dialer
+		if addr == black {
+			<-ctx.Done() // net's own error for the timeout, below
+		}
+		return d.DialContext(ctx, network, addr)
+	}
+	c := newClient(t, nil, lbrpc.WithRegistry(registry.Static(black, servers[0].Addr)),
+		lbrpc.WithPicker(picker.PickFirst()), lbrpc.WithRetry(1),
+		lbrpc.WithTransportOptions(transport.WithDialer(dial), transport.WithDialTimeout(50*time.Millisecond), transport.WithLazyDial()))
+	var reply string
+	if err := c.Call(context.Background(), "Hello.Say", "x", &reply); err != nil {
+		t.Fatalf("err = %v, want the dial timeout retried on the other node", err)
+	}
+	if s := c.State()[0]; s.Failures != 1 || errors.Is(s.LastErr, context.DeadlineExceeded) {
+		t.Fatalf("blackholed node %+v, want one failure, not a deadline", s)
 	}
 }
 

@@ -46,11 +46,12 @@
 //
 // Errors are sentinels and types usable with errors.Is and errors.As:
 // ErrNoNodes, ErrClosed, ErrCircuitOpen, ErrRateLimited, ErrBadReply,
-// ErrBadMethod, ErrBadArgs, ErrReplyMismatch, *transport.Error for
+// ErrBadMethod, ErrBadArgs, ErrReplyMismatch, ErrNilContext,
+// ErrUnbufferedDone, *transport.Error for
 // failures to reach a node (it carries the address; an attempt a node
 // breaker refused is one, wrapping ErrNodeCircuitOpen, and never sent), and
-// the server's rpc.ServerError, reachable with errors.As. When retries run out, the error joins the error
-// of every attempt.
+// the server's rpc.ServerError, reachable with errors.As. When retries run
+// out, the error joins the error of every attempt.
 //
 // A Client is safe for concurrent use.
 package lbrpc

@@ -250,12 +250,12 @@ func (c *config) middleware() ([]middleware.Middleware, error) {
 // What counts as a failure: no answer from the node, that is a
 // *transport.Error, including a failed dial and a timed-out call (the
 // deadline counts). An answer resets the streak, even an rpc.ServerError
-// (the method ran), and so does a success. A call cancelled by its caller
+// (the method ran) or one that did not fit its reply (ErrReplyMismatch),
+// and so does a success. A call cancelled by its caller or cut by Close
 // counts neither way, nor does one the transport refused to send while it
 // waits to redial the node (transport.ErrNodeDown: the node is already out
 // of the ready set, as unreachable), nor one whose deadline passed before
-// it was sent, nor one whose answer did not fit its reply
-// (ErrReplyMismatch: the node answered).
+// it was sent, nor one whose args could not be encoded (ErrBadArgs).
 //
 // Outlier detection is on by default, with the defaults below: a client that
 // keeps sending calls to a node that does not answer is not load balancing.

@@ -13,9 +13,10 @@ import (
 	"github.com/lbrpc/lbrpc/transport"
 )
 
-// Chain runs its middleware outermost first. This chain is the order
-// lbrpc.New builds: the links outside Retry run once per call, the links
-// inside it once per attempt. Each built-in is wrapped in a logger that
+// Chain runs its middleware outermost first. These links are in the order
+// lbrpc.New builds (Metrics, MetricsAttempts and per-call middleware left
+// out): the links outside Retry run once per call, the links inside it once
+// per attempt. Each built-in is wrapped in a logger that
 // notes its name when the call reaches it.
 func ExampleChain() {
 	var order []string

@@ -31,10 +31,11 @@ import (
 // default 10s). When comparing nodes, an estimate also decays toward zero
 // while the node is not answering, so a node that was slow is tried again
 // after a while rather than shunned for good. An attempt that timed out
-// counts its latency, the least the node would have taken. A failure other than an rpc.ServerError
-// or a cancelled context counts as a latency of at least WithErrorPenalty
-// (default 1s), averaged in without the peak jump, so a node that fails fast
-// does not look fast and its cost grows with its failure rate. An
+// counts its latency, the least the node would have taken. Any other
+// failure, a cancelled context aside, counts as a latency of at least
+// WithErrorPenalty (default 1s), averaged in without the peak jump, so a
+// node that fails fast does not look fast and its cost grows with its
+// failure rate. An
 // rpc.ServerError is an answer: its latency counts as is.
 //
 // A node that has not answered yet costs nothing while idle, so it is tried

@@ -10,6 +10,6 @@
 // their dependencies stay out of the core module.
 //
 // Writing a registry takes a Watch that returns a Watcher, and a Watcher
-// whose Next blocks until there is news and whose Stop unblocks Next. See the
-// package examples.
+// whose Next blocks until there is news and whose Stop unblocks Next. See
+// lbrpc's Example_customRegistry, and package registrytest to check one.
 package registry

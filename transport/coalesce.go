@@ -80,7 +80,8 @@ type coalescingConn struct {
 	err      error  // sticky: the first write error, or why writing stopped
 	wErr     error  // the first write error, if writing stopped for one
 
-	rfailed atomic.Bool // a Read failed
+	rfailed atomic.Bool  // a Read failed
+	taken   atomic.Int64 // Writes taken, written or queued (see watchCodec.WriteRequest)
 
 	flushers sync.WaitGroup // Close waits for the flusher
 	flushFn  func()         // c.flush, bound once: `go c.flush()` would allocate its closure per batch
@@ -120,6 +121,7 @@ func (c *coalescingConn) Write(p []byte) (int, error) {
 	}
 	if c.writing || len(c.pending) > 0 || c.batch && (!c.solo.Load() || c.raw == nil) {
 		c.pending = append(c.pending, p...)
+		c.taken.Add(1)
 		start := c.startLocked()
 		c.mu.Unlock()
 		if start {
@@ -128,6 +130,7 @@ func (c *coalescingConn) Write(p []byte) (int, error) {
 		return len(p), nil
 	}
 	c.writing = true // the flusher may not start until this write ends
+	c.taken.Add(1)
 	c.mu.Unlock()
 
 	var n int

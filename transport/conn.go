@@ -38,8 +38,9 @@ func (c *conn) close() {
 
 // refused reports whether err says that net/rpc refused the request
 // without writing it: its connection was already shut (the server closed
-// it, or the pool did: a recycle, a retirement, a removal) or retired after
-// an encoding error. net/rpc also gives rpc.ErrShutdown to the calls it had
+// it, or the pool did: a recycle, a retirement, a removal), was being shut
+// as the request reached it (watchCodec.WriteRequest), or retired after an
+// encoding error. net/rpc also gives rpc.ErrShutdown to the calls it had
 // sent when its reader gets io.EOF after Close; watchCodec.readFailed never
 // lets it see io.EOF (nor a codec's own ErrShutdown), so that ErrShutdown
 // means "not written" alone.
@@ -89,12 +90,20 @@ func (c *watchCodec) WriteRequest(r *rpc.Request, body any) error {
 		return errSpoiled
 	}
 	c.co.solo.Store(c.outstanding.Add(1) <= 1)
+	taken := c.co.taken.Load()
 	err := c.ClientCodec.WriteRequest(r, body)
 	if err == nil {
 		return nil
 	}
 	if c.co.writeFailed() {
 		c.outstanding.Add(-1)
+		if c.co.taken.Load() == taken {
+			// Writing had stopped (a read failed, the connection was
+			// closed) before any of the request was taken: it is refused
+			// unwritten, as net/rpc refuses it once it sees the connection
+			// shut (see conn.refused).
+			return rpc.ErrShutdown
+		}
 		return err
 	}
 	// The codec failed on its own: it may hold half a request, which the

@@ -93,7 +93,9 @@ func WithHTTP(path string) Option {
 	}
 }
 
-// WithDialTimeout bounds each dial, HTTP handshake included (default 5s).
+// WithDialTimeout bounds each dial, HTTP handshake included (default 5s). A
+// dial that runs out of it is the node's failure, an *Error that does not
+// match context.DeadlineExceeded, so callers retry it elsewhere.
 func WithDialTimeout(d time.Duration) Option {
 	return func(c *config) error {
 		if d <= 0 {

@@ -169,7 +169,7 @@ func (p *Pool) Call(ctx context.Context, addr, serviceMethod string, args, reply
 func (p *Pool) send(ctx context.Context, n *node, c *conn, serviceMethod string, args any, rv reflect.Value) (*rpc.Call, error) {
 	// A fresh value per attempt: net/rpc decodes a late answer into the
 	// value it was given, and that must never be the caller's reply.
-	fresh := reflect.New(rv.Type().Elem())
+	fresh := newReply(rv.Type().Elem())
 	done := chans.Get().(chan *rpc.Call)
 	call := c.Go(serviceMethod, args, fresh.Interface(), done) // never waits for the peer (coalesce.go)
 	select {
@@ -191,6 +191,18 @@ func (p *Pool) send(ctx context.Context, n *node, c *conn, serviceMethod string,
 		rv.Elem().Set(fresh.Elem())
 	}
 	return call, nil
+}
+
+// newReply returns a pointer to a new value of type t, at an address of its
+// own: the codec wrapper keeps the answers that did not fit by reply
+// (watchCodec.misfits), and reflect.New gives every zero-size value the
+// same address, so a zero-size t is placed in a value that is not.
+func newReply(t reflect.Type) reflect.Value {
+	if t.Size() != 0 {
+		return reflect.New(t)
+	}
+	box := reflect.StructOf([]reflect.StructField{{Name: "V", Type: t}, {Name: "Pad", Type: reflect.TypeFor[byte]()}})
+	return reflect.New(box).Elem().Field(0).Addr()
 }
 
 // node returns the state of addr, adding it if the pool has not seen it,
@@ -465,6 +477,12 @@ func (n *node) dial(ch chan struct{}) {
 	ctx, cancel := context.WithTimeout(n.p.ctx, n.p.cfg.dialTimeout)
 	c, err := n.p.dialClient(ctx, n)
 	cancel()
+	if err != nil && errors.Is(err, context.DeadlineExceeded) && n.p.ctx.Err() == nil {
+		// The dial timeout is the node's failure, not the deadline of a
+		// caller, which the callers tell by context.DeadlineExceeded (not
+		// retried, not counted against the node).
+		err = &dialTimeoutError{err}
+	}
 
 	n.mu.Lock()
 	changed := false
@@ -493,6 +511,13 @@ func (n *node) dial(ch chan struct{}) {
 		n.lost(c, io.ErrUnexpectedEOF)
 	}
 }
+
+// dialTimeoutError is a dial that ran out of WithDialTimeout. It hides its
+// cause, which matches context.DeadlineExceeded (net's i/o timeout does).
+type dialTimeoutError struct{ err error }
+
+func (e *dialTimeoutError) Error() string { return e.err.Error() }
+func (e *dialTimeoutError) Timeout() bool { return true }
 
 // failed counts a failure, marks the node down, and schedules a redial in
 // the background after the backoff, so that a node the picker avoids still

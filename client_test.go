@@ -805,6 +805,9 @@ func TestDialTimeoutRetriedAndCounted(t *testing.T) {
 	if s := c.State()[0]; s.Failures != 1 || errors.Is(s.LastErr, context.DeadlineExceeded) {
 		t.Fatalf("blackholed node %+v, want one failure, not a deadline", s)
 	}
+	if _, ok := errors.AsType[*net.OpError](c.State()[0].LastErr); !ok {
+		t.Errorf("blackholed node's error %v does not reach net's *net.OpError", c.State()[0].LastErr)
+	}
 }
 
 // Without retries, a dead node's failure carries its address.

@@ -513,11 +513,16 @@ func (n *node) dial(ch chan struct{}) {
 }
 
 // dialTimeoutError is a dial that ran out of WithDialTimeout. It hides its
-// cause, which matches context.DeadlineExceeded (net's i/o timeout does).
+// cause from errors.Is, which would match context.DeadlineExceeded (net's
+// i/o timeout does).
 type dialTimeoutError struct{ err error }
 
 func (e *dialTimeoutError) Error() string { return e.err.Error() }
 func (e *dialTimeoutError) Timeout() bool { return true }
+
+// As lets errors.As reach the cause (a *net.OpError, say), which Is, for
+// want of Unwrap, does not.
+func (e *dialTimeoutError) As(target any) bool { return errors.As(e.err, target) }
 
 // failed counts a failure, marks the node down, and schedules a redial in
 // the background after the backoff, so that a node the picker avoids still

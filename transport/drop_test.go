@@ -192,3 +192,47 @@ func TestRefusedByRetiredConnection(t *testing.T) {
 		t.Fatalf("server saw %d calls, want 2 (the first, and B once)", got)
 	}
 }
+
+// gatedCodec holds the request it is told to at a gate: net/rpc has taken
+// it for its connection, and the codec has not written it yet.
+type gatedCodec struct {
+	rpc.ClientCodec
+	held *atomic.Pointer[gate]
+}
+
+func (c *gatedCodec) WriteRequest(r *rpc.Request, body any) error {
+	if g := c.held.Swap(nil); g != nil {
+		close(g.reached)
+		<-g.open
+	}
+	return c.ClientCodec.WriteRequest(r, body)
+}
+
+// A request that reaches its connection as the connection shuts (here its
+// reader has just seen the server close it) is refused unwritten, and so
+// sent again on the new connection: not failed as maybe sent, with the
+// reader's io.EOF.
+func TestRefusedWhileConnectionShuts(t *testing.T) {
+	s := rpctest.Start(t, 1, rpctest.JSON)[0]
+	var held atomic.Pointer[gate]
+	p := newPool(t, transport.WithCodec(func(rwc io.ReadWriteCloser) rpc.ClientCodec {
+		return &gatedCodec{ClientCodec: jsonrpc.NewClientCodec(rwc), held: &held}
+	}))
+	ctx := safetyNet(t)
+	if err := <-goCall(ctx, p, s.Addr, "first"); err != nil {
+		t.Fatal(err)
+	}
+	g := &gate{reached: make(chan struct{}), open: make(chan struct{})}
+	held.Store(g)
+	errc := goCall(ctx, p, s.Addr, "held")
+	<-g.reached
+	s.Kill()
+	if err := s.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	rpctest.Eventually(t, "the lost connection to be replaced", func() bool { return state(p, s.Addr).Dials == 2 })
+	close(g.open)
+	if err := <-errc; err != nil {
+		t.Fatalf("call that reached a shutting connection: %v, want it sent on the new one", err)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lbrpc/lbrpc/health"
 	"github.com/lbrpc/lbrpc/internal/rpctest"
 	"github.com/lbrpc/lbrpc/transport"
 )
@@ -84,5 +85,35 @@ func TestReplyMismatchUserCodec(t *testing.T) {
 	})
 	if st := state(p, s.Addr); st.Dials != 2 {
 		t.Errorf("node state %+v, want a second connection", st)
+	}
+}
+
+// Every zero-size reply has the same address (reflect.New gives them one),
+// and the codec keeps misfits by reply: the misfit of an abandoned call,
+// whose answer came after it returned, must not fail a later call that
+// fits. (Gob cannot encode a zero-size reply, so only JSON-RPC has them.)
+func TestReplyMismatchZeroSize(t *testing.T) {
+	s := rpctest.Start(t, 1, rpctest.JSON)[0]
+	var d slowReader
+	p := newPool(t, transport.JSONRPC(), transport.WithDialer(d.dial))
+	ctx := safetyNet(t)
+	var none struct{} // Health.Check's answer fits it: JSON drops the fields
+	if err := p.Call(ctx, s.Addr, "Health.Check", health.Request{}, &none); err != nil {
+		t.Fatal(err)
+	}
+	before := d.read.Load()
+	s.SetLatency(200 * time.Millisecond)
+	actx, cancel := context.WithCancel(ctx)
+	errc := make(chan error, 1)
+	go func() { errc <- p.Call(actx, s.Addr, "Hello.Say", "x", &none) }() // Say answers a string: a misfit
+	rpctest.Eventually(t, "the abandoned call to reach the server", func() bool { return s.Calls() == 1 })
+	s.SetLatency(0)
+	cancel()
+	if err := <-errc; !errors.Is(err, context.Canceled) {
+		t.Fatalf("abandoned call: err = %v, want context.Canceled", err)
+	}
+	rpctest.Eventually(t, "the abandoned call's answer", func() bool { return d.read.Load() > before })
+	if err := p.Call(ctx, s.Addr, "Health.Check", health.Request{}, &none); err != nil {
+		t.Fatalf("a fitting call after an abandoned misfit: %v", err)
 	}
 }

@@ -71,10 +71,10 @@ func Serve(in io.Reader, out io.Writer, nodes int) error {
 	sc := bufio.NewScanner(in)
 	for sc.Scan() {
 		reply := "ok"
-		if f := strings.Fields(sc.Text()); len(f) == 1 && f[0] == "cpu" {
-			reply = "ok " + strconv.FormatInt(int64(cpuTime()), 10)
-		} else if err := command(ns, f); err != nil {
+		if v, err := command(ns, strings.Fields(sc.Text())); err != nil {
 			reply = "error: " + err.Error()
+		} else if v != "" {
+			reply += " " + v
 		}
 		if _, err := fmt.Fprintln(out, reply); err != nil {
 			return err
@@ -83,10 +83,11 @@ func Serve(in io.Reader, out io.Writer, nodes int) error {
 	return nil
 }
 
-// command runs one control command.
-func command(ns []*serverNode, f []string) error {
+// command runs one control command and returns what its answer carries
+// after "ok", if anything.
+func command(ns []*serverNode, f []string) (string, error) {
 	if len(f) == 0 {
-		return errors.New("empty command")
+		return "", errors.New("empty command")
 	}
 	node := func(s string) (*serverNode, error) {
 		i, err := strconv.Atoi(s)
@@ -97,39 +98,41 @@ func command(ns []*serverNode, f []string) error {
 	}
 	switch {
 	case f[0] == "ping" && len(f) == 1:
-		return nil
+		return "", nil
+	case f[0] == "cpu" && len(f) == 1:
+		return strconv.FormatInt(int64(cpuTime()), 10), nil
 	case f[0] == "latency" && len(f) == 3:
 		d, err := time.ParseDuration(f[2])
 		if err != nil || d < 0 {
-			return fmt.Errorf("bad duration %q", f[2])
+			return "", fmt.Errorf("bad duration %q", f[2])
 		}
 		if f[1] == "*" {
 			for _, n := range ns {
 				n.latency.Store(int64(d))
 			}
-			return nil
+			return "", nil
 		}
 		n, err := node(f[1])
 		if err != nil {
-			return err
+			return "", err
 		}
 		n.latency.Store(int64(d))
-		return nil
+		return "", nil
 	case f[0] == "kill" && len(f) == 2:
 		n, err := node(f[1])
 		if err != nil {
-			return err
+			return "", err
 		}
 		n.kill()
-		return nil
+		return "", nil
 	case f[0] == "restart" && len(f) == 2:
 		n, err := node(f[1])
 		if err != nil {
-			return err
+			return "", err
 		}
-		return n.restart()
+		return "", n.restart()
 	}
-	return fmt.Errorf("unknown command %q", strings.Join(f, " "))
+	return "", fmt.Errorf("unknown command %q", strings.Join(f, " "))
 }
 
 // serverNode is one node: a net/rpc server and a gRPC server that can be
